@@ -1,0 +1,73 @@
+"""Run a policy in a gymnasium MuJoCo env and record the transitions in D4RL layout.
+
+Row t holds the observation before step t, the action taken, the reward, the
+next observation, `terminals` (the env terminated) and `timeouts` (the episode
+was truncated at its step limit), plus `infos/qpos` and `infos/qvel` of the
+state before the step. The first reset is seeded; the env's own generator then
+seeds every later reset, so one seed fixes the whole dataset. The last episode
+is cut where the row budget ends and, as in D4RL's files, flagged neither way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Callable, Iterable
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from dtrepro.data.d4rl import D4RLData
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def make_env(env_id: str) -> gym.Env:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gymnasium flags Hopper-v4 as superseded by v5; v4 is deliberate
+        return gym.make(env_id).unwrapped
+
+
+def rollout(
+    env_id: str,
+    policy: Policy,
+    rows: int,
+    seed: int,
+    episode_limits: int | Iterable[int] = 1000,
+    progress: bool = False,
+) -> D4RLData:
+    """Collect `rows` transitions. `episode_limits` is the step limit, or limits for the episodes in turn, cycled."""
+    env = make_env(env_id)
+    limits = itertools.cycle([episode_limits] if isinstance(episode_limits, int) else list(episode_limits))
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    nq, nv = env.unwrapped.model.nq, env.unwrapped.model.nv
+    out = {
+        "observations": np.empty((rows, obs_dim), np.float32),
+        "next_observations": np.empty((rows, obs_dim), np.float32),
+        "actions": np.empty((rows, act_dim), np.float32),
+        "rewards": np.empty(rows, np.float32),
+        "terminals": np.zeros(rows, bool),
+        "timeouts": np.zeros(rows, bool),
+        "infos/qpos": np.empty((rows, nq), np.float32),
+        "infos/qvel": np.empty((rows, nv), np.float32),
+    }
+    data = env.unwrapped.data
+    obs, _ = env.reset(seed=seed)
+    limit, t = next(limits), 0
+    for row in tqdm(range(rows), desc=f"rollout {env_id}", unit="step", disable=not progress, mininterval=1.0):
+        out["infos/qpos"][row], out["infos/qvel"][row] = data.qpos, data.qvel
+        action = np.asarray(policy(obs), dtype=np.float32)
+        next_obs, reward, terminated, _, _ = env.step(action)
+        t += 1
+        out["observations"][row], out["next_observations"][row] = obs, next_obs
+        out["actions"][row], out["rewards"][row] = action, reward
+        out["terminals"][row] = terminated
+        out["timeouts"][row] = not terminated and t >= limit
+        if terminated or t >= limit:
+            obs, _ = env.reset()
+            limit, t = next(limits), 0
+        else:
+            obs = next_obs
+    env.close()
+    return D4RLData(out, {"env_id": env_id, "seed": seed})

@@ -1,0 +1,220 @@
+"""The D4RL gym-mujoco HDF5 layout: dataset names and URLs, reading with validation, writing.
+
+A D4RL file holds flat arrays of N rows: `observations` (N, obs_dim), `actions`
+(N, act_dim), `rewards` (N,), `terminals` (N,), and from v1 on `timeouts` (N,);
+optionally `next_observations` and `infos/qpos`, `infos/qvel`, ... We read every
+dataset of the file, check what the rest of the pipeline relies on, and write
+files any D4RL reader can open, byte-identical for identical inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dtrepro.errors import DtreproError
+
+D4RL_BASE_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
+ENVS = ("hopper", "halfcheetah", "walker2d")
+KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+VERSIONS = ("v0", "v1", "v2")
+
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+FLAG_KEYS = ("terminals", "timeouts")
+FLOAT_KEYS = ("observations", "actions", "rewards")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def dataset_url(name: str) -> str:
+    """Map a D4RL gym-mujoco dataset name such as `hopper-medium-v2` to D4RL's own URL.
+
+    v0 files live in `gym_mujoco/` with D4RL's old names (medium-replay was
+    called `mixed`, and walker2d's was `walker_mixed`); v1 and v2 files live in
+    `gym_mujoco_v1/` and `gym_mujoco_v2/` as `<env>_<kind>-<version>.hdf5`.
+    """
+    parts = name.split("-")
+    env, version, kind = parts[0], parts[-1], "-".join(parts[1:-1])
+    if env not in ENVS or kind not in KINDS or version not in VERSIONS:
+        raise DtreproError(
+            f"Unknown D4RL dataset name {name!r} in params (data.dataset). Names are "
+            f"<env>-<kind>-<version> with env in {list(ENVS)}, kind in {list(KINDS)} and "
+            f"version in {list(VERSIONS)}, e.g. 'hopper-medium-v2'; to use any other file "
+            f"set data.url to its address or local path."
+        )
+    if version == "v0":
+        stem = kind.replace("-", "_")
+        if kind == "medium-replay":
+            stem = "mixed"
+            env = "walker" if env == "walker2d" else env
+        return f"{D4RL_BASE_URL}/gym_mujoco/{env}_{stem}.hdf5"
+    return f"{D4RL_BASE_URL}/gym_mujoco_{version}/{env}_{kind.replace('-', '_')}-{version}.hdf5"
+
+
+@dataclass
+class D4RLData:
+    """All datasets of a D4RL file by their HDF5 path, plus the file's metadata attributes."""
+
+    arrays: dict[str, np.ndarray]
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return len(self.arrays["rewards"])
+
+    @property
+    def has_timeouts(self) -> bool:
+        return "timeouts" in self.arrays
+
+
+def as_v0_layout(data: D4RLData) -> D4RLData:
+    """The same rows as D4RL's old v0 files held them: no `timeouts`, no `next_observations`, no infos."""
+    keep = {k: v for k, v in data.arrays.items() if k in REQUIRED_KEYS}
+    return D4RLData(keep, {**data.metadata, "layout": "v0"})
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    """True when the file starts with the HDF5 signature (HDF5 files written by h5py do)."""
+    with open(path, "rb") as fh:
+        return fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+
+
+def _describe_start(path: Path) -> str:
+    head = path.read_bytes()[:200] if path.stat().st_size else b""
+    if not head:
+        return "the file is empty"
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return "it is an HTML page, not data (a login, error or redirect page saved in its place)"
+    return f"it does not start with the HDF5 signature (first bytes: {head[:16]!r})"
+
+
+def check_d4rl_file(path: str | os.PathLike) -> None:
+    """Raise a `DtreproError` unless `path` opens as HDF5 and holds D4RL's required keys."""
+    path = Path(path)
+    if not is_hdf5(path):
+        raise DtreproError(
+            f"{path} is not an HDF5 file: {_describe_start(path)}. A D4RL dataset is an "
+            f"HDF5 file with {', '.join(REQUIRED_KEYS)}; check the URL or path (data.url)."
+        )
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in REQUIRED_KEYS if k not in f]
+    except OSError as err:
+        raise DtreproError(
+            f"{path} has the HDF5 signature but cannot be read ({err}); it is truncated "
+            f"or corrupt. Delete it and download or copy it again."
+        ) from None
+    if missing:
+        raise DtreproError(
+            f"{path} is HDF5 but not in D4RL layout: it lacks {', '.join(missing)}. "
+            f"Expected datasets {', '.join(REQUIRED_KEYS)} (plus timeouts from v1 on)."
+        )
+
+
+def read_d4rl(path: str | os.PathLike) -> D4RLData:
+    """Read every dataset of a D4RL-layout file and validate it (see `validate`)."""
+    path = Path(path)
+    if not path.exists():
+        raise DtreproError(f"Input file {path} does not exist. Run the stage before it (dvc repro) or give --input.")
+    check_d4rl_file(path)
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            metadata = {k: _plain(v) for k, v in f.attrs.items()}
+            if "metadata" in f and isinstance(f["metadata"], h5py.Group):
+                metadata.update({k: _plain(v) for k, v in f["metadata"].attrs.items()})
+
+            def visit(name: str, obj: object) -> None:
+                if isinstance(obj, h5py.Dataset) and not name.startswith("metadata"):
+                    arrays[name] = obj[()]
+
+            f.visititems(visit)
+    except OSError as err:
+        raise DtreproError(
+            f"{path} cannot be read past its header ({err}); it is truncated or corrupt. "
+            f"Delete it and download or copy it again."
+        ) from None
+    data = D4RLData(arrays, metadata)
+    validate(data, path)
+    return data
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def validate(data: D4RLData, path: str | os.PathLike) -> None:
+    """Check shapes, lengths, dtypes and finiteness; raise one paragraph naming the file and the problem."""
+    a = data.arrays
+    missing = [k for k in REQUIRED_KEYS if k not in a]
+    if missing:
+        raise DtreproError(f"{path} lacks the D4RL dataset(s) {', '.join(missing)}.")
+    n = len(a["rewards"])
+    if n == 0:
+        raise DtreproError(f"{path} holds no rows: 'rewards' is empty. Use a non-empty dataset.")
+    if a["rewards"].ndim == 2 and a["rewards"].shape[1] == 1:
+        a["rewards"] = a["rewards"][:, 0]
+    for key, ndim in (("observations", 2), ("actions", 2), ("rewards", 1), ("terminals", 1), ("timeouts", 1)):
+        if key in a and a[key].ndim != ndim:
+            raise DtreproError(f"{path}: '{key}' has shape {a[key].shape}; D4RL layout needs {ndim} dimension(s).")
+    ragged = {
+        k: len(v)
+        for k, v in a.items()
+        if k in REQUIRED_KEYS + ("timeouts", "next_observations") or k.startswith("infos/")
+    }
+    if len(set(ragged.values())) > 1:
+        raise DtreproError(
+            f"{path} has datasets of unequal length ({', '.join(f'{k}={v}' for k, v in ragged.items())}); "
+            f"every per-row dataset must have the same number of rows. The file is damaged or was cut "
+            f"while being written."
+        )
+    if "next_observations" in a and a["next_observations"].shape != a["observations"].shape:
+        raise DtreproError(
+            f"{path}: 'next_observations' has shape {a['next_observations'].shape}, "
+            f"not that of 'observations' {a['observations'].shape}."
+        )
+    for key in FLOAT_KEYS:
+        if not np.issubdtype(a[key].dtype, np.floating):
+            raise DtreproError(f"{path}: '{key}' has dtype {a[key].dtype}; D4RL layout needs floating point.")
+        bad = ~np.isfinite(a[key])
+        if bad.any():
+            rows = np.unique(np.nonzero(bad)[0])
+            raise DtreproError(
+                f"{path}: '{key}' holds {int(bad.sum())} NaN or infinite value(s) in {len(rows)} row(s), "
+                f"first at row {int(rows[0])}. Such rows cannot be trained on; fix or re-create the dataset."
+            )
+    for key in FLAG_KEYS:
+        if key not in a:
+            continue
+        flags = a[key]
+        if flags.dtype == bool:
+            continue
+        if not (np.issubdtype(flags.dtype, np.number) and np.isin(flags, (0, 1)).all()):
+            raise DtreproError(
+                f"{path}: '{key}' has dtype {flags.dtype} with values other than 0 and 1; D4RL flags are boolean."
+            )
+        a[key] = flags.astype(bool)
+
+
+def write_d4rl(path: str | os.PathLike, data: D4RLData) -> None:
+    """Write `data` in D4RL layout (gzip-free, no timestamps: same data, same bytes).
+
+    The caller writes to a temporary path (see `dtrepro.atomic`); metadata goes to
+    the attributes of a `metadata` group.
+    """
+    with h5py.File(path, "w", track_order=True) as f:
+        for name in sorted(data.arrays):
+            group_name, _, leaf = name.rpartition("/")
+            group = f.require_group(group_name) if group_name else f
+            group.create_dataset(leaf, data=data.arrays[name], track_times=False)
+        meta = f.create_group("metadata", track_order=True)
+        for key in sorted(data.metadata):
+            value = data.metadata[key]
+            meta.attrs[key] = "" if value is None else value

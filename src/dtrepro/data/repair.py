@@ -1,0 +1,132 @@
+"""Turn a raw D4RL-layout file (v0, v1 or v2) into a clean one, and say exactly what changed.
+
+The clean file keeps every row and every dataset of the raw one. Its
+`terminals`/`timeouts` mark each episode's last row with exactly one flag
+(see `dtrepro.data.boundaries`), actions a rounding error outside their bounds
+are clipped, and the report counts every row changed and why.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from dtrepro import __version__
+from dtrepro.atomic import atomic_output, write_json
+from dtrepro.data.boundaries import METHODS, BoundaryRules, find_boundaries
+from dtrepro.data.checksum import file_sha256
+from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
+from dtrepro.errors import DtreproError
+
+
+@dataclass(frozen=True)
+class RepairParams(BoundaryRules):
+    """The `repair` section of params.yaml."""
+
+    action_low: float = -1.0
+    action_high: float = 1.0
+    action_tolerance: float = 1e-3
+
+    @classmethod
+    def from_dict(cls, section: dict) -> "RepairParams":
+        known = {f.name for f in fields(cls)}
+        unknown = set(section) - known
+        if unknown:
+            raise DtreproError(
+                f"Unknown repair param(s) {sorted(unknown)} in params.yaml; known ones are {sorted(known)}."
+            )
+        return cls(**section)
+
+    @property
+    def rules(self) -> BoundaryRules:
+        return BoundaryRules(**{f.name: getattr(self, f.name) for f in fields(BoundaryRules)})
+
+
+def clip_actions(actions: np.ndarray, params: RepairParams, path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Clip actions within `action_tolerance` of the bounds; refuse a file with actions further out."""
+    low, high = params.action_low, params.action_high
+    outside = (actions < low) | (actions > high)
+    if not outside.any():
+        return actions, 0
+    excess = np.maximum(low - actions, actions - high).max()
+    if excess > params.action_tolerance:
+        rows = np.flatnonzero(outside.any(axis=1))
+        raise DtreproError(
+            f"{path}: {len(rows)} row(s) have actions outside the bounds [{low}, {high}] by up to "
+            f"{excess:.4g} (first at row {int(rows[0])}), more than repair.action_tolerance="
+            f"{params.action_tolerance}. The file is probably from another env or not normalised; "
+            f"check data.dataset / data.url, or set repair.action_low/high to the env's bounds."
+        )
+    return np.clip(actions, low, high).astype(actions.dtype), int(outside.any(axis=1).sum())
+
+
+def episode_stats(rewards: np.ndarray, end_rows: np.ndarray) -> dict[str, float]:
+    """Length and return statistics over the episodes that end at `end_rows`."""
+    starts = np.concatenate(([0], end_rows[:-1] + 1))
+    lengths = end_rows - starts + 1
+    returns = np.add.reduceat(rewards.astype(np.float64), starts)
+    stats = {}
+    for name, values in (("episode_length", lengths), ("episode_return", returns)):
+        stats.update(
+            {
+                f"{name}_mean": float(values.mean()),
+                f"{name}_std": float(values.std()),
+                f"{name}_min": float(values.min()),
+                f"{name}_max": float(values.max()),
+            }
+        )
+    return stats
+
+
+def repair_dataset(raw: D4RLData, params: RepairParams, path: str | os.PathLike = "<memory>") -> tuple[D4RLData, dict]:
+    """Return the clean dataset and the report (flat keys) for a raw one."""
+    a = raw.arrays
+    n = raw.rows
+    actions, actions_clipped = clip_actions(a["actions"], params, path)
+    found = find_boundaries(
+        a["observations"],
+        a["terminals"],
+        a.get("timeouts"),
+        params.rules,
+        next_observations=a.get("next_observations"),
+        qpos=a.get("infos/qpos"),
+        qvel=a.get("infos/qvel"),
+    )
+    old_timeouts = a["timeouts"] if raw.has_timeouts else np.zeros(n, dtype=bool)
+    clean = D4RLData(
+        {**a, "actions": actions, "terminals": found.terminals, "timeouts": found.timeouts},
+        {**raw.metadata, "repair/version": __version__, **{f"repair/{k}": v for k, v in asdict(params).items()}},
+    )
+    ends = found.ends
+    trailing = found.method[-1] == METHODS.index("file_end")
+    report = {
+        "rows": n,
+        "episodes": len(ends),
+        "layout": "v1+" if raw.has_timeouts else "v0 (no timeouts)",
+        **{f"boundaries_{k}": v for k, v in found.counts().items()},
+        "rows_changed_timeouts_added": int((found.timeouts & ~old_timeouts).sum()),
+        "rows_changed_timeouts_removed": int((old_timeouts & ~found.timeouts).sum()),
+        "rows_changed_actions_clipped": actions_clipped,
+        "rows_dropped": n - clean.rows,
+        "reset_like_rows": found.reset_like,
+        "lone_discontinuities": found.lone_discontinuities,
+        "trailing_episode_cut": bool(trailing),
+        "trailing_episode_length": int(ends[-1] - (ends[-2] if len(ends) > 1 else -1)) if trailing else 0,
+        **episode_stats(a["rewards"], ends),
+    }
+    return clean, report
+
+
+def repair_file(
+    input_path: str | os.PathLike, output_path: str | os.PathLike, report_path: str | os.PathLike, params: RepairParams
+) -> dict:
+    """Read, repair and write: the clean HDF5 and the JSON report appear together or not at all."""
+    raw = read_d4rl(input_path)
+    clean, report = repair_dataset(raw, params, input_path)
+    report = {"input_sha256": file_sha256(input_path), **report}
+    with atomic_output(output_path) as tmp:
+        write_d4rl(tmp, clean)
+        write_json(report_path, report)
+    return report
