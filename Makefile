@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 PROFILE ?= default
 
-.PHONY: install test test-fast lint repro bench clean help
+.PHONY: install test test-fast lint repro demo bench clean help
 
 help:
 	@echo "make install    create .venv and install the locked dependencies and dtrepro"
 	@echo "make test       run the whole test suite (fast and slow tests)"
 	@echo "make test-fast  skip the slow end-to-end tests"
+	@echo "make demo       the offline quickstart on a CPU: dvc repro with the demo profile"
 	@echo "make repro      dvc repro with PROFILE=<name> (profiles/*.yaml; default: params.yaml as is)"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make lint       ruff"
@@ -35,6 +36,10 @@ lint: install
 
 repro: install
 	$(BIN)/python -m dtrepro.profiles run $(PROFILE) -- dvc repro
+
+demo: install
+	$(BIN)/python -m dtrepro.profiles run demo -- dvc repro
+	@echo "demo: dataset data/clean.hdf5; metrics reports/source.json and reports/repair.json (dvc metrics show)"
 
 bench: install
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 from dtrepro.errors import DtreproError
 
 PARAMS_FILE = "params.yaml"
+T = TypeVar("T")
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
@@ -68,3 +71,15 @@ def parse_assignment(text: str) -> dict:
     for part in reversed(key.split(".")):
         value = {part: value}
     return value
+
+
+def from_section(cls: type[T], section: dict, name: str, other_readers: tuple[str, ...] = ()) -> T:
+    """Build the params dataclass `cls` from a section; a key it does not know (a typo) is an error.
+
+    `other_readers` are keys of the same section that another part of the stage reads.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(section) - known - set(other_readers)
+    if unknown:
+        raise DtreproError(f"Unknown {name} param(s) {sorted(unknown)} in params.yaml; known ones are {sorted(known)}.")
+    return cls(**{k: v for k, v in section.items() if k in known})

@@ -16,6 +16,7 @@ restore is repaired at the start of the next one.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -79,12 +80,20 @@ def run(root: Path, name: str, assignments: list[str], command: list[str]) -> in
     header = f"# params.yaml with profile '{name}' applied; the original is restored when the run ends\n"
     _write(params_path, header + yaml.safe_dump(merged, sort_keys=False))
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    child = subprocess.Popen(command, cwd=root)
+    # this interpreter's bin folder first, so that dvc and the stages' `python` are the same environment's
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    child = None
     try:
+        child = subprocess.Popen(command, cwd=root, env=env)
         return child.wait()
+    except FileNotFoundError:
+        raise DtreproError(
+            f"Command not found: {command[0]}. Install it (make install) or give its full path."
+        ) from None
     except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        child.wait()
+        if child is not None:
+            child.send_signal(signal.SIGINT)
+            child.wait()
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

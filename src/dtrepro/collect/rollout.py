@@ -3,9 +3,11 @@
 Row t holds the observation before step t, the action taken, the reward, the
 next observation, `terminals` (the env terminated) and `timeouts` (the episode
 was truncated at its step limit), plus `infos/qpos` and `infos/qvel` of the
-state before the step. The first reset is seeded; the env's own generator then
-seeds every later reset, so one seed fixes the whole dataset. The last episode
-is cut where the row budget ends and, as in D4RL's files, flagged neither way.
+state before the step, and `infos/action_log_probs` when the policy returns
+(action, log-probability). The first reset is seeded; the env's own generator
+then seeds every later reset, so one seed fixes the whole dataset. The last
+episode is cut where the row budget ends: flagged as a timeout by default, or,
+with `flag_last=False`, flagged neither way as in D4RL's own files.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tqdm import tqdm
 
 from dtrepro.data.d4rl import D4RLData
 
-Policy = Callable[[np.ndarray], np.ndarray]
+Policy = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, float]"]
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -36,6 +38,7 @@ def rollout(
     seed: int,
     episode_limits: int | Iterable[int] = 1000,
     progress: bool = False,
+    flag_last: bool = True,
 ) -> D4RLData:
     """Collect `rows` transitions. `episode_limits` is the step limit, or limits for the episodes in turn, cycled."""
     env = make_env(env_id)
@@ -52,22 +55,33 @@ def rollout(
         "infos/qpos": np.empty((rows, nq), np.float32),
         "infos/qvel": np.empty((rows, nv), np.float32),
     }
+    log_probs, has_log_probs = np.empty(rows, np.float32), False
     data = env.unwrapped.data
     obs, _ = env.reset(seed=seed)
-    limit, t = next(limits), 0
-    for row in tqdm(range(rows), desc=f"rollout {env_id}", unit="step", disable=not progress, mininterval=1.0):
+    limit, t, episode_return = next(limits), 0, 0.0
+    bar = tqdm(range(rows), desc=f"rollout {env_id}", unit="step", disable=not progress, mininterval=1.0)
+    for row in bar:
         out["infos/qpos"][row], out["infos/qvel"][row] = data.qpos, data.qvel
-        action = np.asarray(policy(obs), dtype=np.float32)
+        action = policy(obs)
+        if isinstance(action, tuple):
+            (action, log_probs[row]), has_log_probs = action, True
+        action = np.asarray(action, dtype=np.float32)
         next_obs, reward, terminated, _, _ = env.step(action)
         t += 1
+        episode_return += reward
         out["observations"][row], out["next_observations"][row] = obs, next_obs
         out["actions"][row], out["rewards"][row] = action, reward
         out["terminals"][row] = terminated
         out["timeouts"][row] = not terminated and t >= limit
         if terminated or t >= limit:
+            bar.set_postfix(last_return=f"{episode_return:.0f}", refresh=False)
             obs, _ = env.reset()
-            limit, t = next(limits), 0
+            limit, t, episode_return = next(limits), 0, 0.0
         else:
             obs = next_obs
     env.close()
+    if flag_last:
+        out["timeouts"][-1] = not out["terminals"][-1]
+    if has_log_probs:
+        out["infos/action_log_probs"] = log_probs
     return D4RLData(out, {"env_id": env_id, "seed": seed})

@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 import time
 import urllib.parse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from tqdm import tqdm
 
-from dtrepro.atomic import atomic_output
+from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import check_d4rl_file, dataset_url
 from dtrepro.errors import DtreproError
+from dtrepro.params import from_section
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little of what arrived
 OFFLINE_ADVICE = (
@@ -44,8 +45,7 @@ class DownloadParams:
 
     @classmethod
     def from_dict(cls, section: dict) -> "DownloadParams":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in section.items() if k in known})
+        return from_section(cls, section, "data", other_readers=("source",))
 
     @property
     def resolved_url(self) -> str:
@@ -171,3 +171,26 @@ def download(params: DownloadParams, output: str | os.PathLike) -> str:
         tmp.write_text(f"{digest}  {output.name}\n")
     os.replace(part, output)
     return digest
+
+
+def download_to_files(
+    params: DownloadParams, output: str | os.PathLike, policy_path: str | os.PathLike, metrics_path: str | os.PathLike
+) -> dict:
+    """The `source` stage's outputs for a download: the file, a note on its behaviour policy, and metrics."""
+    digest = download(params, output)
+    write_json(
+        policy_path,
+        {
+            "source": "download",
+            "url": params.resolved_url,
+            "policy": None,
+            "note": "D4RL does not distribute the policies that collected its datasets.",
+        },
+    )
+    metrics = {
+        "source": "download",
+        "dataset": params.dataset if not params.url else None,
+        "bytes": Path(output).stat().st_size,
+    }
+    write_json(metrics_path, metrics)
+    return {**metrics, "sha256": digest, "url": params.resolved_url}

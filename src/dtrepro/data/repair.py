@@ -19,6 +19,8 @@ from dtrepro.data.boundaries import METHODS, BoundaryRules, find_boundaries
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
 from dtrepro.errors import DtreproError
+from dtrepro.params import from_section
+from dtrepro.stats import episode_stats
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,7 @@ class RepairParams(BoundaryRules):
 
     @classmethod
     def from_dict(cls, section: dict) -> "RepairParams":
-        known = {f.name for f in fields(cls)}
-        unknown = set(section) - known
-        if unknown:
-            raise DtreproError(
-                f"Unknown repair param(s) {sorted(unknown)} in params.yaml; known ones are {sorted(known)}."
-            )
-        return cls(**section)
+        return from_section(cls, section, "repair")
 
     @property
     def rules(self) -> BoundaryRules:
@@ -60,24 +56,6 @@ def clip_actions(actions: np.ndarray, params: RepairParams, path: str | os.PathL
             f"check data.dataset / data.url, or set repair.action_low/high to the env's bounds."
         )
     return np.clip(actions, low, high).astype(actions.dtype), int(outside.any(axis=1).sum())
-
-
-def episode_stats(rewards: np.ndarray, end_rows: np.ndarray) -> dict[str, float]:
-    """Length and return statistics over the episodes that end at `end_rows`."""
-    starts = np.concatenate(([0], end_rows[:-1] + 1))
-    lengths = end_rows - starts + 1
-    returns = np.add.reduceat(rewards.astype(np.float64), starts)
-    stats = {}
-    for name, values in (("episode_length", lengths), ("episode_return", returns)):
-        stats.update(
-            {
-                f"{name}_mean": float(values.mean()),
-                f"{name}_std": float(values.std()),
-                f"{name}_min": float(values.min()),
-                f"{name}_max": float(values.max()),
-            }
-        )
-    return stats
 
 
 def repair_dataset(raw: D4RLData, params: RepairParams, path: str | os.PathLike = "<memory>") -> tuple[D4RLData, dict]:

@@ -1,0 +1,135 @@
+"""Augmented Random Search (Mania, Guy and Recht, 2018, "V2-t"): a linear behaviour policy, fast on a CPU.
+
+The policy is a = clip(M (s - mu) / sigma), with mu and sigma the running mean and
+standard deviation of every state visited. Each iteration perturbs M along
+`directions` random matrices in both signs, runs one episode per perturbation,
+and steps along the `top` directions with the best returns, scaled by the
+standard deviation of those returns. Hopper pays 1 per step alive; training
+subtracts `reward_shift` from each reward so that standing still is not a
+local optimum (evaluation and data use the env's own reward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dtrepro.collect.rollout import make_env
+
+
+@dataclass
+class LinearPolicy:
+    """a = clip(weights @ (obs - mean) / std, -1, 1), optionally with Gaussian exploration noise."""
+
+    weights: np.ndarray  # (act_dim, obs_dim)
+    mean: np.ndarray  # (obs_dim,)
+    std: np.ndarray  # (obs_dim,)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip(self.weights @ ((obs - self.mean) / self.std), -1.0, 1.0)
+
+    def to_dict(self) -> dict:
+        return {"weights": self.weights.tolist(), "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LinearPolicy":
+        return cls(*(np.asarray(d[k], dtype=np.float64) for k in ("weights", "mean", "std")))
+
+
+@dataclass
+class RunningStats:
+    """Welford's running mean and variance of the states visited."""
+
+    count: int = 0
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def update(self, batch: np.ndarray) -> None:
+        if self.count == 0:
+            self.mean, self.m2 = np.zeros(batch.shape[1]), np.zeros(batch.shape[1])
+        n = len(batch)
+        delta = batch.mean(axis=0) - self.mean
+        total = self.count + n
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + batch.var(axis=0) * n + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> np.ndarray:
+        if self.count < 2:
+            return np.ones_like(self.mean)
+        return np.maximum(np.sqrt(self.m2 / self.count), 1e-2)
+
+
+@dataclass(frozen=True)
+class ARSConfig:
+    directions: int = 8
+    top: int = 4
+    step_size: float = 0.02
+    noise: float = 0.03
+    reward_shift: float = 1.0
+    max_episode_steps: int = 1000
+
+
+def episode(env, policy: LinearPolicy, seed: int, shift: float, limit: int) -> tuple[float, float, np.ndarray]:
+    """One episode: (shifted return, true return, visited states)."""
+    obs, _ = env.reset(seed=seed)
+    states = np.empty((limit, len(obs)))
+    shifted = total = 0.0
+    for t in range(limit):
+        states[t] = obs
+        obs, reward, terminated, _, _ = env.step(policy.act(obs))
+        total += reward
+        shifted += reward - shift
+        if terminated:
+            break
+    return shifted, total, states[: t + 1]
+
+
+class ARS:
+    """The training state; `iterate()` runs one ARS update and reports its progress."""
+
+    def __init__(self, env_id: str, config: ARSConfig, seed: int):
+        self.env = make_env(env_id)
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        obs_dim, act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
+        self.weights = np.zeros((act_dim, obs_dim))
+        self.stats = RunningStats()
+        self.stats.update(np.zeros((1, obs_dim)))
+        self.env_steps = 0
+
+    @property
+    def policy(self) -> LinearPolicy:
+        return LinearPolicy(self.weights.copy(), self.stats.mean.copy(), self.stats.std.copy())
+
+    def iterate(self) -> float:
+        """One update; returns the mean true return of this iteration's perturbed episodes."""
+        c = self.config
+        deltas = self.rng.standard_normal((c.directions, *self.weights.shape))
+        seeds = self.rng.integers(0, 2**31 - 1, size=(c.directions, 2))
+        mean, std = self.stats.mean.copy(), self.stats.std.copy()
+        shifted = np.empty((c.directions, 2))
+        true_returns, visited = [], []
+        for k in range(c.directions):
+            for j, sign in enumerate((1.0, -1.0)):
+                policy = LinearPolicy(self.weights + sign * c.noise * deltas[k], mean, std)
+                shifted[k, j], total, states = episode(
+                    self.env, policy, int(seeds[k, j]), c.reward_shift, c.max_episode_steps
+                )
+                true_returns.append(total)
+                visited.append(states)
+                self.env_steps += len(states)
+        best = np.argsort(-shifted.max(axis=1))[: c.top]
+        spread = shifted[best].std() or 1.0
+        step = np.tensordot(shifted[best, 0] - shifted[best, 1], deltas[best], axes=1)
+        self.weights = self.weights + c.step_size / (c.top * spread) * step
+        self.stats.update(np.concatenate(visited))
+        return float(np.mean(true_returns))
+
+    def evaluate(self, episodes: int, seed: int) -> np.ndarray:
+        """True returns of the current (noise-free) policy over `episodes` seeded episodes."""
+        policy = self.policy
+        returns = [episode(self.env, policy, seed + i, 0.0, self.config.max_episode_steps)[1] for i in range(episodes)]
+        return np.array(returns)

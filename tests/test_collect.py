@@ -1,0 +1,112 @@
+"""The offline source: a behaviour policy trained into a score band, rolled out into a D4RL-layout file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import h5py
+import numpy as np
+import pytest
+
+from dtrepro.collect.ars import LinearPolicy
+from dtrepro.collect.collect import CollectParams, collect_to_files
+from dtrepro.data.d4rl import read_d4rl
+from dtrepro.data.repair import RepairParams, repair_file
+from dtrepro.errors import DtreproError
+from dtrepro.scores import normalized_score
+
+# Seconds: training must raise the score from about 11 (the untrained policy) into the band.
+TINY = CollectParams(steps=4000, band_low=14, band_high=100, max_steps=300_000, eval_episodes=2)
+
+
+def collect_into(tmp_path, params, name="raw"):
+    paths = (tmp_path / f"{name}.hdf5", tmp_path / f"{name}-policy.json", tmp_path / f"{name}-metrics.json")
+    result = collect_to_files(params, *paths)
+    return result, paths
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return collect_into(tmp_path_factory.mktemp("collect"), TINY)
+
+
+def test_training_reaches_the_band_and_metrics_say_so(tiny):
+    result, (raw, policy_path, metrics_path) = tiny
+    metrics = json.loads(metrics_path.read_text())
+    assert TINY.band_low <= metrics["behaviour_normalized_mean"] <= TINY.band_high
+    assert metrics["behaviour_iterations"] > 0 and metrics["behaviour_env_steps"] > 0
+    assert metrics["rows"] == TINY.steps
+    assert metrics["dataset_episodes"] > 1 and metrics["dataset_episode_return_mean"] > 0
+    assert result["rollout_steps_per_s"] > 0
+    assert np.isclose(metrics["behaviour_normalized_mean"], normalized_score(metrics["behaviour_return_mean"]))
+
+
+def test_collected_file_passes_repair_unchanged(tiny, tmp_path):
+    _, (raw, _, _) = tiny
+    report = repair_file(raw, tmp_path / "clean.hdf5", tmp_path / "repair.json", RepairParams())
+    assert report["rows_changed_timeouts_added"] == report["rows_changed_timeouts_removed"] == 0
+    assert report["rows_changed_actions_clipped"] == 0 and report["rows_dropped"] == 0
+    assert report["boundaries_reset_state"] == report["boundaries_next_observations"] == 0
+    before, after = read_d4rl(raw), read_d4rl(tmp_path / "clean.hdf5")
+    for key in ("observations", "actions", "rewards", "terminals", "timeouts", "infos/qpos"):
+        np.testing.assert_array_equal(before.arrays[key], after.arrays[key])
+
+
+def test_file_has_d4rl_layout_metadata_and_true_log_probs(tiny):
+    _, (raw, policy_path, _) = tiny
+    with h5py.File(raw, "r") as f:
+        meta = dict(f["metadata"].attrs)
+        assert {"infos/qpos", "infos/qvel", "infos/action_log_probs", "timeouts", "next_observations"} <= {
+            name for name in f if isinstance(f[name], h5py.Dataset)
+        } | {f"infos/{k}" for k in f["infos"]}
+    assert meta["source"] == "collect" and meta["env_id"] == "Hopper-v4" and meta["seed"] == 0
+    assert meta["algorithm"].startswith("ARS") and "version/mujoco" in meta and "version/gymnasium" in meta
+    data = read_d4rl(raw)
+    policy = LinearPolicy.from_dict(json.loads(policy_path.read_text()))
+    obs, actions, logp = data.arrays["observations"], data.arrays["actions"], data.arrays["infos/action_log_probs"]
+    mean = np.clip(np.array([policy.act(o) for o in obs.astype(np.float64)]), -1, 1)
+    inside = (np.abs(actions) < 1).all(axis=1)  # the noise sample is only recoverable where nothing was clipped
+    eps = (actions[inside] - mean[inside]) / TINY.action_noise
+    expected = np.sum(-np.log(TINY.action_noise) - 0.5 * np.log(2 * np.pi) - 0.5 * eps**2, axis=1)
+    np.testing.assert_allclose(logp[inside], expected, atol=2e-3)
+    assert inside.mean() > 0.2
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tmp_path):
+    result, _ = tiny
+    again, (raw, _, _) = collect_into(tmp_path, TINY, "again")
+    assert again["sha256"] == result["sha256"]
+    assert (tmp_path / "again.hdf5.sha256").read_text().split()[0] == result["sha256"]
+    other, _ = collect_into(tmp_path, replace(TINY, seed=1), "other")
+    assert other["sha256"] != result["sha256"]
+
+
+def test_v0_layout_repairs_to_exactly_the_v2_boundaries(tiny, tmp_path):
+    _, (raw, _, _) = tiny
+    _, (raw_v0, _, _) = collect_into(tmp_path, replace(TINY, layout="v0"), "v0")
+    with h5py.File(raw_v0, "r") as f:
+        assert "timeouts" not in f and "infos" not in f
+    v2 = repair_file(raw, tmp_path / "v2-clean.hdf5", tmp_path / "v2.json", RepairParams())
+    v0 = repair_file(raw_v0, tmp_path / "v0-clean.hdf5", tmp_path / "v0.json", RepairParams())
+    a, b = read_d4rl(tmp_path / "v2-clean.hdf5").arrays, read_d4rl(tmp_path / "v0-clean.hdf5").arrays
+    np.testing.assert_array_equal(a["terminals"], b["terminals"])
+    np.testing.assert_array_equal(a["timeouts"], b["timeouts"])
+    np.testing.assert_array_equal(a["observations"], b["observations"])
+    assert v0["episodes"] == v2["episodes"] and v0["boundaries_timeout_flag"] == 0
+
+
+def test_unreachable_band_is_an_error_not_a_weak_policy(tmp_path):
+    params = replace(TINY, band_low=95, max_steps=20_000)
+    with pytest.raises(DtreproError, match=r"did not reach the score band \[95, 100\] within collect.max_steps=20000"):
+        collect_into(tmp_path, params)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [({"layout": "v3"}, "collect.layout"), ({"band_low": 70, "band_high": 60}, "band"), ({"seeds": 1}, "Unknown")],
+)
+def test_bad_collect_params(bad, message):
+    with pytest.raises(DtreproError, match=message):
+        CollectParams.from_dict(bad)
