@@ -1,0 +1,123 @@
+"""Window sampler semantics and the Decision Transformer itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dtrepro.data.d4rl import D4RLData
+from dtrepro.errors import DtreproError
+from dtrepro.model import DecisionTransformer, ModelConfig, action_loss
+from dtrepro.sampler import Trajectories, WindowSampler, returns_to_go
+
+
+def toy(lengths=(5, 3, 8), obs_dim=4, act_dim=2) -> D4RLData:
+    """Episodes whose rows say where they come from: observation[:, 0] = episode, [:, 1] = step."""
+    n = sum(lengths)
+    episode = np.repeat(np.arange(len(lengths)), lengths)
+    step = np.concatenate([np.arange(n_) for n_ in lengths])
+    obs = np.zeros((n, obs_dim), np.float32)
+    obs[:, 0], obs[:, 1] = episode, step
+    timeouts = np.zeros(n, bool)
+    timeouts[np.cumsum(lengths) - 1] = True
+    return D4RLData(
+        {
+            "observations": obs,
+            "actions": np.tile(step[:, None], (1, act_dim)).astype(np.float32) / 10,
+            "rewards": (episode * 100 + step).astype(np.float32),
+            "terminals": np.zeros(n, bool),
+            "timeouts": timeouts,
+        }
+    )
+
+
+def test_returns_to_go_per_episode():
+    rewards = np.array([1, 2, 3, 10, 20], np.float32)
+    np.testing.assert_array_equal(returns_to_go(rewards, np.array([2, 4])), [6, 5, 3, 30, 20])
+
+
+def test_windows_are_left_padded_masked_and_never_cross_episodes():
+    data = toy()
+    traj = Trajectories.from_d4rl(data, return_scale=10.0, max_timestep=6, device="cpu")
+    batch = WindowSampler(traj, context_len=4, batch_size=4096, seed=0).sample()
+    states = batch["states"] * torch.as_tensor(traj.state_std) + torch.as_tensor(traj.state_mean)
+    mask = batch["mask"]
+    for i in range(4096):
+        m = mask[i]
+        pad = int((~m).sum())
+        assert m[pad:].all() and not m[:pad].any()  # padding only on the left
+        ep, step = states[i, m, 0].round().long(), states[i, m, 1].round().long()
+        assert (ep == ep[0]).all()  # one episode per window
+        assert torch.equal(step, step[0] + torch.arange(len(step)))  # consecutive rows
+        lengths = (5, 3, 8)
+        if pad:
+            assert step[-1] == lengths[ep[0]] - 1  # padding only where the episode ended
+        expected_rtg = [sum(100 * int(ep[0]) + s for s in range(int(t), lengths[ep[0]])) / 10 for t in step]
+        np.testing.assert_allclose(batch["returns_to_go"][i, m].numpy(), expected_rtg, rtol=1e-6)
+        assert torch.equal(batch["timesteps"][i, m], step.clamp(max=5))  # capped at max_timestep - 1
+        assert (batch["states"][i, ~m] == 0).all() and (batch["returns_to_go"][i, ~m] == 0).all()
+
+
+def test_episodes_weighted_by_length_and_starts_uniform():
+    traj = Trajectories.from_d4rl(toy(), return_scale=1.0, max_timestep=100, device="cpu")
+    sampler = WindowSampler(traj, context_len=2, batch_size=200_000, seed=1)
+    batch = sampler.sample()
+    first_row = batch["states"][:, -1, 0] * traj.state_std[0] + traj.state_mean[0]  # last real row's episode
+    counts = np.bincount(first_row.round().long().numpy(), minlength=3) / 200_000
+    np.testing.assert_allclose(counts, np.array([5, 3, 8]) / 16, atol=0.01)
+    # start uniform within episode 2 (8 rows): the first real timestep of unpadded windows plus padded ones
+    ep2 = first_row.round().long() == 2
+    starts = torch.where(batch["mask"][:, 0], batch["timesteps"][:, 0], batch["timesteps"][:, 1])[ep2]
+    np.testing.assert_allclose(np.bincount(starts.numpy(), minlength=8) / int(ep2.sum()), 1 / 8, atol=0.01)
+
+
+def test_sampler_is_seeded():
+    traj = Trajectories.from_d4rl(toy(), return_scale=1.0, max_timestep=100, device="cpu")
+    a = WindowSampler(traj, 3, 64, seed=5).sample()
+    b = WindowSampler(traj, 3, 64, seed=5).sample()
+    c = WindowSampler(traj, 3, 64, seed=6).sample()
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["states"], c["states"])
+
+
+@pytest.mark.parametrize("k, batch, message", [(9, 8, "longer than every episode"), (4, 0, "at least 1")])
+def test_bad_sampler_settings(k, batch, message):
+    traj = Trajectories.from_d4rl(toy(), return_scale=1.0, max_timestep=100, device="cpu")
+    with pytest.raises(DtreproError, match=message):
+        WindowSampler(traj, k, batch, seed=0)
+
+
+def test_model_is_causal_and_ignores_padding():
+    torch.manual_seed(0)
+    cfg = ModelConfig(state_dim=4, act_dim=2, embed_dim=32, layers=2, heads=2, context_len=5, dropout=0.0)
+    model = DecisionTransformer(cfg).eval()
+    s, a = torch.randn(1, 5, 4), torch.randn(1, 5, 2)
+    r, t = torch.randn(1, 5), torch.arange(5).unsqueeze(0)
+    mask = torch.tensor([[False, False, True, True, True]])
+    out = model(s, a, r, t, mask)
+    assert out.shape == (1, 5, 2) and torch.isfinite(out).all() and out.abs().max() <= 1
+    s2, a2 = s.clone(), a.clone()
+    s2[0, :2] += 5.0  # change the padded positions
+    a2[0, 3:] += 5.0  # and actions at or after the predicted step 3's own action
+    out2 = model(s2, a2, r, t, mask)
+    torch.testing.assert_close(out[0, 2:4], out2[0, 2:4])  # a_3 is not seen by s_3's prediction
+
+
+def test_tiny_model_overfits_tiny_dataset():
+    torch.manual_seed(0)
+    traj = Trajectories.from_d4rl(toy(), return_scale=100.0, max_timestep=10, device="cpu")
+    sampler = WindowSampler(traj, context_len=3, batch_size=64, seed=0)
+    cfg = ModelConfig(state_dim=4, act_dim=2, embed_dim=32, layers=1, heads=1, context_len=3, dropout=0.0)
+    model = DecisionTransformer(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(300):
+        b = sampler.sample()
+        loss = action_loss(
+            model(b["states"], b["actions"], b["returns_to_go"], b["timesteps"], b["mask"]), b["actions"], b["mask"]
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-20:]) < np.mean(losses[:5]) / 10
