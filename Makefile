@@ -39,10 +39,10 @@ repro: install
 
 demo: install
 	$(BIN)/python -m dtrepro.profiles run demo -- dvc repro
-	@echo "demo: dataset data/clean.hdf5; metrics reports/source.json and reports/repair.json (dvc metrics show)"
+	@echo "demo: dataset data/clean.hdf5, checkpoints models/last.pt and models/best.pt, learning curve plots/learning_curve.png; metrics in reports/ (dvc metrics show)"
 
 bench: install
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/repair.py bench/collect.py bench/train.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

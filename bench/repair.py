@@ -9,18 +9,17 @@ loop, the way D4RL-era scripts walk a dataset.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dtrepro.data.boundaries import BoundaryRules, find_boundaries  # noqa: E402
-from dtrepro.data.d4rl import as_v0_layout, write_d4rl  # noqa: E402
-from dtrepro.data.repair import RepairParams, repair_file  # noqa: E402
-from hopper import concatenate, hopper_dataset  # noqa: E402
+from common import hopper_like
+
+from dtrepro.data.boundaries import BoundaryRules, find_boundaries
+from dtrepro.data.d4rl import write_d4rl
+from dtrepro.data.repair import RepairParams, repair_file
 
 ROWS = 1_000_000
 TARGET_S = 10.0
@@ -53,11 +52,8 @@ def python_loop_reference(obs: np.ndarray, terminals: np.ndarray, rules: Boundar
 
 def main() -> None:
     t0 = time.perf_counter()
-    piece, terminals, timeouts = hopper_dataset()
-    reps = -(-ROWS // piece.rows)
-    data = concatenate([as_v0_layout(piece)] * reps)
-    data.arrays = {k: v[:ROWS] for k, v in data.arrays.items()}
-    print(f"made {ROWS:,} Hopper-like rows from {piece.rows:,} real ones in {time.perf_counter() - t0:.1f} s")
+    data, truth = hopper_like(ROWS)
+    print(f"made {ROWS:,} Hopper-like rows in {time.perf_counter() - t0:.1f} s")
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.hdf5"
@@ -65,8 +61,6 @@ def main() -> None:
         t0 = time.perf_counter()
         report = repair_file(raw, Path(tmp) / "clean.hdf5", Path(tmp) / "repair.json", RepairParams())
         total = time.perf_counter() - t0
-    truth = np.tile(terminals | timeouts, reps)[:ROWS]
-    truth[-1] = True  # the last tile is cut by the file's end
     print(
         f"repair_file (read + validate + boundaries + write + report): {total:.2f} s for {ROWS:,} rows "
         f"-> {'OK' if total <= TARGET_S else 'OVER'} against the {TARGET_S:.0f} s target"

@@ -76,7 +76,15 @@ class Trajectories:
 
 
 class WindowSampler:
-    """Draws batches of K-step windows: dict(states, actions, returns_to_go, timesteps, mask)."""
+    """Draws batches of K-step windows: dict(states, actions, returns_to_go, timesteps, mask).
+
+    Choosing an episode with probability proportional to its length and then a
+    start uniformly within it is the same as choosing the start row uniformly
+    among all rows: P(start = j) = (len_e / N) * (1 / len_e) = 1 / N. So one
+    `randint` picks the start, each row's episode end bounds the window, and a
+    single gather from one packed table (a zero row appended for the padding)
+    builds the batch.
+    """
 
     def __init__(self, data: Trajectories, context_len: int, batch_size: int, seed: int):
         if batch_size < 1:
@@ -94,25 +102,23 @@ class WindowSampler:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
         self.offsets = torch.arange(context_len, device=device)
+        end = data.episode_start + data.episode_length  # one past each episode's last row
+        self.rows_left = end[data.row_episode] - torch.arange(data.rows, device=device)  # rows to the episode's end
+        table = torch.cat((data.states, data.actions, data.rtg[:, None], data.timesteps[:, None].float()), dim=1)
+        self.table = torch.cat((table, torch.zeros(1, table.shape[1], device=device)))  # row N: padding
+        self.split = (data.states.shape[1], data.actions.shape[1], 1, 1)
 
     def sample(self) -> dict[str, torch.Tensor]:
-        d, k, g = self.data, self.k, self.generator
-        device = d.rtg.device
-        # a uniformly drawn row picks its episode with probability proportional to the episode's length
-        row = torch.randint(d.rows, (self.batch_size,), generator=g, device=device)
-        episode = d.row_episode[row]
-        start, length = d.episode_start[episode], d.episode_length[episode]
-        first = start + (torch.rand(self.batch_size, generator=g, device=device) * length).long()
-        valid = torch.clamp(start + length - first, max=k)  # rows of the window inside the episode
-        pad = (k - valid).unsqueeze(1)
-        mask = self.offsets.unsqueeze(0) >= pad  # left padding
-        index = (first.unsqueeze(1) + self.offsets - pad).clamp(min=0)
-        index = torch.where(mask, index, first.unsqueeze(1))  # any in-range row; masked out below
-        m = mask.unsqueeze(-1)
+        n, k = self.data.rows, self.k
+        first = torch.randint(n, (self.batch_size, 1), generator=self.generator, device=self.table.device)
+        pad = k - torch.clamp(self.rows_left[first], max=k)  # (B, 1): left padding of each window
+        mask = self.offsets >= pad
+        index = torch.where(mask, first + self.offsets - pad, n)
+        states, actions, rtg, timesteps = self.table[index].split(self.split, dim=-1)
         return {
-            "states": torch.where(m, d.states[index], 0.0),
-            "actions": torch.where(m, d.actions[index], 0.0),
-            "returns_to_go": torch.where(mask, d.rtg[index], 0.0),
-            "timesteps": torch.where(mask, d.timesteps[index], 0),
+            "states": states,
+            "actions": actions,
+            "returns_to_go": rtg.squeeze(-1),
+            "timesteps": timesteps.squeeze(-1).long(),
             "mask": mask,
         }

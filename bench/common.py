@@ -1,0 +1,24 @@
+"""What the benchmarks share: a large Hopper-like dataset built from real Hopper-v4 rows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from hopper import concatenate, hopper_dataset  # noqa: E402
+
+from dtrepro.data.d4rl import D4RLData, as_v0_layout  # noqa: E402
+
+
+def hopper_like(rows: int) -> tuple[D4RLData, np.ndarray]:
+    """The tests' real Hopper-v4 dataset repeated to `rows` rows in v0 layout, and its true episode ends."""
+    piece, terminals, timeouts = hopper_dataset()
+    reps = -(-rows // piece.rows)
+    data = concatenate([as_v0_layout(piece)] * reps)
+    data.arrays = {k: v[:rows] for k, v in data.arrays.items()}
+    truth = np.tile(terminals | timeouts, reps)[:rows]
+    truth[-1] = True  # the last piece is cut by the file's end
+    return data, truth

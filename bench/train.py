@@ -1,0 +1,141 @@
+"""Benchmark: the window sampler and the training step (paper preset) on this machine.
+
+1. WindowSampler against a reference that builds each sample in a Python loop
+   the way the original implementation's `get_batch` does (episode chosen by
+   length, random start, returns-to-go by a reverse Python loop over the rest
+   of the episode, padding by concatenation), B=64, K=20, same dataset.
+   Target: >= 100x the windows per second.
+2. The `paper` preset's training step on the CPU: ms/step and tokens/s through
+   the stage's own loop (Trainer.run: sampling, logging, progress bar), and the
+   share of a step spent outside the model, against the same number of steps
+   on one fixed batch. Target: <= 5%. The periodic evaluation and checkpoint
+   are timed apart: they run every few thousand steps, not every step.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from common import hopper_like
+
+from dtrepro.data.d4rl import write_d4rl
+from dtrepro.data.repair import RepairParams, repair_file
+from dtrepro.sampler import Trajectories, WindowSampler
+from dtrepro.train import TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS, B, K = 1_000_000, 64, 20
+
+
+def reference_get_batch(episodes, p_sample, state_mean, state_std, rng: random.Random, np_rng):
+    """Per-sample Python batch building, with the original implementation's semantics."""
+    state_dim, act_dim = episodes[0]["observations"].shape[1], episodes[0]["actions"].shape[1]
+    picks = np_rng.choice(len(episodes), size=B, replace=True, p=p_sample)
+    s, a, rtg, ts, mask = [], [], [], [], []
+    for i in picks:
+        ep = episodes[i]
+        si = rng.randint(0, len(ep["rewards"]) - 1)
+        obs = ep["observations"][si : si + K]
+        n = len(obs)
+        rest = ep["rewards"][si:]
+        cum = np.zeros_like(rest)
+        cum[-1] = rest[-1]
+        for t in reversed(range(len(rest) - 1)):
+            cum[t] = rest[t] + cum[t + 1]
+        s.append(np.concatenate([np.zeros((K - n, state_dim)), (obs - state_mean) / state_std]))
+        a.append(np.concatenate([np.ones((K - n, act_dim)) * -10.0, ep["actions"][si : si + K]]))
+        rtg.append(np.concatenate([np.zeros(K - n), cum[:n] / 1000.0]))
+        ts.append(np.concatenate([np.zeros(K - n), np.minimum(np.arange(si, si + n), 999)]))
+        mask.append(np.concatenate([np.zeros(K - n), np.ones(n)]))
+    return [torch.from_numpy(np.stack(x)).float() for x in (s, a, rtg, ts, mask)]
+
+
+def bench_sampler(data) -> None:
+    traj = Trajectories.from_d4rl(data, 1000.0, 1000, "cpu")
+    starts, lengths = traj.episode_start.numpy(), traj.episode_length.numpy()
+    a = data.arrays
+    episodes = [
+        {k: a[k][s : s + n] for k in ("observations", "actions", "rewards")} for s, n in zip(starts, lengths, strict=True)
+    ]
+    p = lengths / lengths.sum()
+    rng, np_rng = random.Random(0), np.random.default_rng(0)
+    sampler = WindowSampler(traj, K, B, seed=0)
+    for _ in range(5):
+        sampler.sample()
+
+    def rate(fn, seconds=3.0):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn()
+            n += 1
+        return n * B / (time.perf_counter() - start)
+
+    ref = rate(lambda: reference_get_batch(episodes, p, traj.state_mean, traj.state_std, rng, np_rng))
+    ours = rate(sampler.sample)
+    verdict = "OK" if ours / ref >= 100 else "UNDER"
+    print(f"sampler B={B} K={K} on {ROWS:,} rows: WindowSampler {ours:,.0f} windows/s vs per-sample Python "
+          f"get_batch {ref:,.0f} windows/s -> {ours / ref:,.0f}x ({verdict} against 100x)")
+
+
+def bench_step(clean: Path, tmp: Path) -> None:
+    preset = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())
+    steps, rounds = 40, 5
+    cfg = TrainConfig.from_params(preset["model"], {**preset["train"], "device": "cpu"})
+    cfg = replace(cfg, steps=steps, eval_every=10**9, checkpoint_every=10**9, log_every=50)
+    torch.set_num_threads(torch.get_num_threads())
+    trainer = Trainer(cfg, clean, tmp / "m", tmp / "log.tsv", "bench")
+    for _ in range(10):
+        trainer.train_step()  # warm-up
+    start = time.perf_counter()
+    trainer.evaluate()
+    trainer._save("last.pt", trainer._checkpoint(with_state=True))
+    periodic = time.perf_counter() - start
+    # periodic evaluation and checkpoints run every eval_every / checkpoint_every steps: timed above, not per step
+    trainer.evaluate, trainer._save = (lambda: 0.0), (lambda *args: None)
+    sample = trainer.sampler.sample
+    fixed = sample()
+    full = model_only = 0.0
+    for _ in range(rounds):  # interleaved, so that drifts of a noisy machine hit both alike
+        trainer.cfg = replace(trainer.cfg, steps=trainer.step + steps)
+        trainer.sampler.sample = sample
+        start = time.perf_counter()
+        trainer.run()
+        full += time.perf_counter() - start
+        trainer.sampler.sample = lambda: fixed
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        model_only += time.perf_counter() - start
+    full, model_only = full / (rounds * steps), model_only / (rounds * steps)
+    start = time.perf_counter()
+    for _ in range(1000):
+        sample()
+    sampling = (time.perf_counter() - start) / 1000
+    tokens = cfg.batch_size * 3 * cfg.context_len / full
+    share = max(0.0, 1 - model_only / full)
+    print(f"paper preset on {torch.get_num_threads()} CPU threads: {full * 1e3:.1f} ms/step, {tokens:,.0f} tokens/s; "
+          f"model alone {model_only * 1e3:.1f} ms/step -> {100 * share:.1f}% of a step outside the model "
+          f"(sampling alone {sampling * 1e3:.2f} ms = {100 * sampling / full:.2f}%) "
+          f"({'OK' if share <= 0.05 else 'OVER'} against 5%); one periodic evaluation ({cfg.eval_episodes} "
+          f"episodes) and checkpoint {periodic:.1f} s, every {preset['train']['eval_every']:,} steps")
+
+
+def main() -> None:
+    data, _ = hopper_like(ROWS)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_d4rl(tmp / "raw.hdf5", data)
+        repair_file(tmp / "raw.hdf5", tmp / "clean.hdf5", tmp / "repair.json", RepairParams())
+        bench_sampler(data)
+        bench_step(tmp / "clean.hdf5", tmp)
+
+
+if __name__ == "__main__":
+    main()
