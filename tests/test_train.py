@@ -160,3 +160,26 @@ def test_bad_params_get_a_clear_error(clean_file, tmp_path, model, train, messag
     with pytest.raises(DtreproError, match=message):
         cfg = TrainConfig.from_params({**TINY_MODEL, **model}, {**TINY_TRAIN, **train})
         Trainer(cfg, clean_file, tmp_path / "m", tmp_path / "log.tsv", "sha")
+
+
+def test_autocast_choice(monkeypatch):
+    """bf16 where supported, fp16 (with a grad scaler) on GPUs without bf16, nothing when AMP is off."""
+    from dtrepro.train import autocast_dtype
+
+    cuda = torch.device("cuda")
+    assert autocast_dtype(torch.device("cpu"), True) == torch.bfloat16
+    assert autocast_dtype(cuda, False) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # no GPU here: its answer is mocked
+    assert autocast_dtype(cuda, True) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert autocast_dtype(cuda, True) == torch.float16
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error():
+    from dtrepro.train import pick_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DtreproError, match="CUDA is not available"):
+        pick_device("cuda")
+    assert pick_device("auto").type == "cpu"
