@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from hopper import concatenate, hopper_dataset  # noqa: E402
-
 from dtrepro.data.d4rl import D4RLData, as_v0_layout  # noqa: E402
+
+from hopper import concatenate, hopper_dataset  # noqa: E402
 
 
 def hopper_like(rows: int) -> tuple[D4RLData, np.ndarray]:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common import hopper_like
-
 from dtrepro.data.boundaries import BoundaryRules, find_boundaries
 from dtrepro.data.d4rl import write_d4rl
 from dtrepro.data.repair import RepairParams, repair_file
+
+from common import hopper_like
 
 ROWS = 1_000_000
 TARGET_S = 10.0

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from common import hopper_like
 
 from dtrepro.data.d4rl import write_d4rl
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.sampler import Trajectories, WindowSampler
 from dtrepro.train import TrainConfig, Trainer
+
+from common import hopper_like
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, B, K = 1_000_000, 64, 20
@@ -62,7 +63,8 @@ def bench_sampler(data) -> None:
     starts, lengths = traj.episode_start.numpy(), traj.episode_length.numpy()
     a = data.arrays
     episodes = [
-        {k: a[k][s : s + n] for k in ("observations", "actions", "rewards")} for s, n in zip(starts, lengths, strict=True)
+        {k: a[k][s : s + n] for k in ("observations", "actions", "rewards")}
+        for s, n in zip(starts, lengths, strict=True)
     ]
     p = lengths / lengths.sum()
     rng, np_rng = random.Random(0), np.random.default_rng(0)
@@ -80,8 +82,10 @@ def bench_sampler(data) -> None:
     ref = rate(lambda: reference_get_batch(episodes, p, traj.state_mean, traj.state_std, rng, np_rng))
     ours = rate(sampler.sample)
     verdict = "OK" if ours / ref >= 100 else "UNDER"
-    print(f"sampler B={B} K={K} on {ROWS:,} rows: WindowSampler {ours:,.0f} windows/s vs per-sample Python "
-          f"get_batch {ref:,.0f} windows/s -> {ours / ref:,.0f}x ({verdict} against 100x)")
+    print(
+        f"sampler B={B} K={K} on {ROWS:,} rows: WindowSampler {ours:,.0f} windows/s vs per-sample Python "
+        f"get_batch {ref:,.0f} windows/s -> {ours / ref:,.0f}x ({verdict} against 100x)"
+    )
 
 
 def bench_step(clean: Path, tmp: Path) -> None:
@@ -120,11 +124,13 @@ def bench_step(clean: Path, tmp: Path) -> None:
     sampling = (time.perf_counter() - start) / 1000
     tokens = cfg.batch_size * 3 * cfg.context_len / full
     share = max(0.0, 1 - model_only / full)
-    print(f"paper preset on {torch.get_num_threads()} CPU threads: {full * 1e3:.1f} ms/step, {tokens:,.0f} tokens/s; "
-          f"model alone {model_only * 1e3:.1f} ms/step -> {100 * share:.1f}% of a step outside the model "
-          f"(sampling alone {sampling * 1e3:.2f} ms = {100 * sampling / full:.2f}%) "
-          f"({'OK' if share <= 0.05 else 'OVER'} against 5%); one periodic evaluation ({cfg.eval_episodes} "
-          f"episodes) and checkpoint {periodic:.1f} s, every {preset['train']['eval_every']:,} steps")
+    print(
+        f"paper preset on {torch.get_num_threads()} CPU threads: {full * 1e3:.1f} ms/step, {tokens:,.0f} tokens/s; "
+        f"model alone {model_only * 1e3:.1f} ms/step -> {100 * share:.1f}% of a step outside the model "
+        f"(sampling alone {sampling * 1e3:.2f} ms = {100 * sampling / full:.2f}%) "
+        f"({'OK' if share <= 0.05 else 'OVER'} against 5%); one periodic evaluation ({cfg.eval_episodes} "
+        f"episodes) and checkpoint {periodic:.1f} s, every {preset['train']['eval_every']:,} steps"
+    )
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from dtrepro.data.d4rl import write_d4rl  # noqa: E402
+
 from hopper import hopper_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

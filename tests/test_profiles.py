@@ -7,10 +7,11 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, run
 from dtrepro.errors import DtreproError
 from dtrepro.params import merge, parse_assignment
 from dtrepro.profiles import resolve, restore_interrupted
+
+from conftest import ROOT, run
 
 
 def test_merge_overrides_nested_values_and_refuses_unknown_keys():

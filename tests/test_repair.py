@@ -14,6 +14,7 @@ from dtrepro.data.boundaries import BoundaryRules, find_boundaries, split_long_e
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, read_d4rl
 from dtrepro.data.repair import RepairParams, repair_dataset, repair_file
 from dtrepro.errors import DtreproError
+
 from hopper import pd_policy, without_timeouts_at
 
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, run
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
 from dtrepro.model import DecisionTransformer, ModelConfig
 from dtrepro.train import TrainConfig, Trainer, policy_from_checkpoint
+
+from conftest import ROOT, run
 
 TINY_MODEL = {"embed_dim": 32, "layers": 1, "heads": 2, "context_len": 5, "dropout": 0.1}
 TINY_TRAIN = {
