@@ -70,7 +70,7 @@ def main() -> None:
         f"by reset state {report['boundaries_reset_state']:,}, terminal flag {report['boundaries_terminal_flag']:,}"
     )
 
-    rules = RepairParams().rules
+    rules = RepairParams()
     obs, term = data.arrays["observations"], data.arrays["terminals"]
     t0 = time.perf_counter()
     found = find_boundaries(obs, term, None, rules)

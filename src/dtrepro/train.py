@@ -150,7 +150,7 @@ class Trainer:
         self.fingerprint = cfg.fingerprint(data_sha256)
         torch.manual_seed(cfg.seed + self.dist.rank)
         data = read_d4rl(data_path)
-        self.data = Trajectories.from_d4rl(data, cfg.return_scale, 1000, self.device)
+        self.data = Trajectories.from_d4rl(data, cfg.return_scale, ModelConfig.max_timestep, self.device)
         self.sampler = WindowSampler(
             self.data, cfg.context_len, cfg.batch_size // self.dist.world, cfg.seed + self.dist.rank
         )

@@ -83,7 +83,8 @@ def is_hdf5(path: str | os.PathLike) -> bool:
 
 
 def _describe_start(path: Path) -> str:
-    head = path.read_bytes()[:200] if path.stat().st_size else b""
+    with open(path, "rb") as fh:
+        head = fh.read(200)
     if not head:
         return "the file is empty"
     if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):

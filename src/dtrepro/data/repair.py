@@ -9,7 +9,7 @@ are clipped, and the report counts every row changed and why.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -34,10 +34,6 @@ class RepairParams(BoundaryRules):
     @classmethod
     def from_dict(cls, section: dict) -> "RepairParams":
         return from_section(cls, section, "repair")
-
-    @property
-    def rules(self) -> BoundaryRules:
-        return BoundaryRules(**{f.name: getattr(self, f.name) for f in fields(BoundaryRules)})
 
 
 def clip_actions(actions: np.ndarray, params: RepairParams, path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -67,7 +63,7 @@ def repair_dataset(raw: D4RLData, params: RepairParams, path: str | os.PathLike 
         a["observations"],
         a["terminals"],
         a.get("timeouts"),
-        params.rules,
+        params,
         next_observations=a.get("next_observations"),
         qpos=a.get("infos/qpos"),
         qvel=a.get("infos/qvel"),
