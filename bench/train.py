@@ -91,7 +91,7 @@ def bench_sampler(data) -> None:
 def bench_step(clean: Path, tmp: Path) -> None:
     preset = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())
     steps, rounds = 40, 5
-    cfg = TrainConfig.from_params(preset["model"], {**preset["train"], "device": "cpu"})
+    cfg = TrainConfig.from_params(preset["model"], {**preset["train"], "device": "cpu"}, context_len=20, seed=0)
     cfg = replace(cfg, steps=steps, eval_every=10**9, checkpoint_every=10**9, log_every=50)
     torch.set_num_threads(torch.get_num_threads())
     trainer = Trainer(cfg, clean, tmp / "m", tmp / "log.tsv", "bench")

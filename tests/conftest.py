@@ -36,13 +36,12 @@ def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
 
 
-@pytest.fixture
-def repo_copy(tmp_path):
+def copy_repo(parent: Path) -> Path:
     """A fresh git clone-like copy of the working tree (tracked and untracked, not ignored files)."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\0")
-    dest = tmp_path / "repo"
+    dest = parent / "repo"
     for name in filter(None, files):
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -51,3 +50,8 @@ def repo_copy(tmp_path):
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], git + ["commit", "-q", "-m", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    return copy_repo(tmp_path)

@@ -15,12 +15,13 @@ import yaml
 
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
+from dtrepro.evaluate import policy_from_checkpoint
 from dtrepro.model import DecisionTransformer, ModelConfig
-from dtrepro.train import TrainConfig, Trainer, policy_from_checkpoint
+from dtrepro.train import TrainConfig, Trainer
 
 from conftest import ROOT, run
 
-TINY_MODEL = {"embed_dim": 32, "layers": 1, "heads": 2, "context_len": 5, "dropout": 0.1}
+TINY_MODEL = {"embed_dim": 32, "layers": 1, "heads": 2, "dropout": 0.1}
 TINY_TRAIN = {
     "batch_size": 16,
     "warmup_steps": 5,
@@ -54,12 +55,14 @@ def train_cmd(tmp_path, params, name="run"):
         str(ROOT / "stages/train.py"),
         "--params",
         str(params),
+        "--context-len",
+        "5",
+        "--seed",
+        "0",
         "--out-dir",
         str(out / "models"),
         "--log-file",
         str(out / "log.tsv"),
-        "--plot",
-        str(out / "curve.png"),
         "--metrics",
         str(out / "train.json"),
     ], out
@@ -74,7 +77,11 @@ def test_checkpoint_round_trip_gives_identical_actions(clean_file, tmp_path):
     cmd, out = train_cmd(tmp_path, params)
     assert run(cmd + ["--data", str(clean_file)], ROOT).returncode == 0
     policy, ckpt = policy_from_checkpoint(out / "models" / "last.pt")
-    assert ckpt["step"] == 40 and set(ckpt) >= {"optimizer", "scheduler", "rng_torch", "rng_samplers"}
+    assert (
+        ckpt["step"] == 40
+        and ckpt["train_seed"] == 0
+        and set(ckpt) >= {"optimizer", "scheduler", "rng_torch", "rng_samplers"}
+    )
     best, best_ckpt = policy_from_checkpoint(out / "models" / "best.pt")
     assert "optimizer" not in best_ckpt and best_ckpt["config"] == ckpt["config"]
     fresh = DecisionTransformer(ModelConfig(**ckpt["config"]))
@@ -88,7 +95,7 @@ def test_checkpoint_round_trip_gives_identical_actions(clean_file, tmp_path):
     )
     assert torch.equal(policy.model.eval()(*x), fresh.eval()(*x))
     metrics = json.loads((out / "train.json").read_text())
-    assert metrics["steps"] == 40 and metrics["best_step"] in (20, 40) and (out / "curve.png").stat().st_size > 0
+    assert metrics["steps"] == 40 and metrics["best_step"] in (20, 40)
     log = (out / "log.tsv").read_text().splitlines()
     assert log[0].split("\t")[:3] == ["step", "loss", "lr"] and len(log) == 1 + 8
 
@@ -149,23 +156,25 @@ def test_bf16_autocast_and_compile_on_cpu(clean_file, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "model, train, message",
+    "model, train, context_len, message",
     [
-        ({"context_len": 5000}, {}, "longer than every episode"),
-        ({}, {"batch_size": 0}, "at least 1"),
-        ({"heads": 3}, {}, "multiple of model.heads"),
-        ({"embed_dims": 3}, {}, "Unknown model/train param"),
+        ({}, {}, 5000, "longer than every episode"),
+        ({}, {"batch_size": 0}, 5, "at least 1"),
+        ({"heads": 3}, {}, 5, "multiple of model.heads"),
+        ({"embed_dims": 3}, {}, 5, "Unknown model/train param"),
+        ({"context_len": 5}, {}, 5, "comes from the study section"),
+        ({}, {"seed": 1}, 5, "comes from the study section"),
     ],
 )
-def test_bad_params_get_a_clear_error(clean_file, tmp_path, model, train, message):
+def test_bad_params_get_a_clear_error(clean_file, tmp_path, model, train, context_len, message):
     with pytest.raises(DtreproError, match=message):
-        cfg = TrainConfig.from_params({**TINY_MODEL, **model}, {**TINY_TRAIN, **train})
+        cfg = TrainConfig.from_params({**TINY_MODEL, **model}, {**TINY_TRAIN, **train}, context_len, 0)
         Trainer(cfg, clean_file, tmp_path / "m", tmp_path / "log.tsv", "sha")
 
 
 def test_autocast_choice(monkeypatch):
     """bf16 where supported, fp16 (with a grad scaler) on GPUs without bf16, nothing when AMP is off."""
-    from dtrepro.train import autocast_dtype
+    from dtrepro.device import autocast_dtype
 
     cuda = torch.device("cuda")
     assert autocast_dtype(torch.device("cpu"), True) == torch.bfloat16
@@ -177,7 +186,7 @@ def test_autocast_choice(monkeypatch):
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error():
-    from dtrepro.train import pick_device
+    from dtrepro.device import pick_device
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -1,20 +1,37 @@
 """Run a trained Decision Transformer in the env: many episodes stepped together.
 
-All episodes advance in lockstep, so at each timestep one model forward serves
-every live episode; an episode that ends leaves the batch. Episode i is reset
-with seed `seed + i`, and its return-to-go starts at the target and falls by
-each reward received, as in the paper.
+`run_episodes` advances all episodes in lockstep, so at each timestep one model
+forward serves every live episode, and an episode that ends leaves the batch.
+`run_episodes_one_by_one` is the reference it must match exactly: each episode
+alone, its padded window rebuilt from the growing history at every step, the way
+the original implementation evaluates. Both reset episode i with `seeds[i]`,
+start its return-to-go at `targets[i]` and lower it by each reward received, as
+in the paper, and both go through `Policy`, so they do the same arithmetic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import csv
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from dtrepro.atomic import atomic_output, write_json
 from dtrepro.collect.rollout import make_env
-from dtrepro.model import DecisionTransformer
+from dtrepro.device import autocast_dtype, pick_device
+from dtrepro.errors import DtreproError
+from dtrepro.model import DecisionTransformer, ModelConfig
+from dtrepro.params import from_section
+from dtrepro.scores import normalized_score
+from dtrepro.stats import score_summary
+
+MIN_ROWS = 16
 
 
 @dataclass
@@ -25,72 +42,243 @@ class Policy:
     state_mean: np.ndarray
     state_std: np.ndarray
     return_scale: float
+    amp_dtype: torch.dtype | None = None  # autocast precision of the forward; None: float32
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def normalize(self, obs: np.ndarray) -> torch.Tensor:
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        mean = torch.as_tensor(self.state_mean, dtype=torch.float32, device=self.device)
+        std = torch.as_tensor(self.state_std, dtype=torch.float32, device=self.device)
+        return (obs - mean) / std
+
+    def scaled_rewards(self, rewards: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(rewards, dtype=torch.float32, device=self.device) / self.return_scale
+
+    @torch.no_grad()
+    def act(self, states, actions, returns_to_go, timesteps, mask) -> torch.Tensor:
+        """The action for the last timestep of each (left-padded) window, as float32 (B, act_dim).
+
+        An episode's action must not depend on how many episodes share the forward.
+        BLAS libraries pick other kernels, with other rounding, for matrices of very
+        few rows (MKL: fewer than 12), so windows of all-zero filler are added until
+        every matrix product has at least MIN_ROWS rows; the filler's output is dropped.
+        """
+        b, k = states.shape[:2]
+        filler = max(0, -(-MIN_ROWS // k) - b)
+        window = (states, actions, returns_to_go, timesteps, mask)
+        if filler:
+            window = tuple(torch.cat([w, torch.zeros_like(w[:1]).expand(filler, *w.shape[1:])]) for w in window)
+        ctx = torch.autocast(self.device.type, self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+        with ctx:
+            return self.model(*window)[:b, -1].float()
+
+    def check_env(self, env_id: str, obs_dim: int, act_dim: int) -> None:
+        cfg = self.model.cfg
+        if (cfg.state_dim, cfg.act_dim) != (obs_dim, act_dim):
+            raise DtreproError(
+                f"The checkpoint's model takes {cfg.state_dim}-dim states and {cfg.act_dim}-dim actions, but "
+                f"{env_id} has {obs_dim}-dim observations and {act_dim}-dim actions. Evaluate it on the env it "
+                f"was trained for (eval.env_id), or train on a dataset from {env_id}."
+            )
+
 
 @dataclass
 class EpisodeResults:
+    seeds: np.ndarray
+    targets: np.ndarray
     returns: np.ndarray
     lengths: np.ndarray
 
 
-@torch.no_grad()
+def _broadcast_targets(seeds: Sequence[int], targets: float | Sequence[float]) -> np.ndarray:
+    targets = np.broadcast_to(np.asarray(targets, dtype=np.float64), (len(seeds),))
+    return targets.copy()
+
+
+def _make_envs(policy: Policy, env_id: str, n: int) -> list:
+    envs = [make_env(env_id) for _ in range(n)]
+    policy.check_env(env_id, envs[0].observation_space.shape[0], envs[0].action_space.shape[0])
+    return envs
+
+
 def run_episodes(
-    policy: Policy, env_id: str, episodes: int, target_return: float, seed: int, max_steps: int = 1000
+    policy: Policy,
+    env_id: str,
+    seeds: Sequence[int],
+    targets: float | Sequence[float],
+    max_steps: int = 1000,
+    progress: bool = False,
 ) -> EpisodeResults:
-    """Run `episodes` episodes together; one forward pass per timestep for all live episodes."""
-    model, cfg, device = policy.model.eval(), policy.model.cfg, policy.device
-    envs = [make_env(env_id) for _ in range(episodes)]
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
-    mean, std = torch.as_tensor(policy.state_mean, device=device), torch.as_tensor(policy.state_std, device=device)
-    states = torch.zeros(episodes, max_steps, cfg.state_dim, device=device)
-    actions = torch.zeros(episodes, max_steps, cfg.act_dim, device=device)
-    rtg = torch.zeros(episodes, max_steps, device=device)
-    timesteps = torch.arange(max_steps, device=device).clamp(max=cfg.max_timestep - 1)
-    states[:, 0] = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
-    rtg[:, 0] = target_return / policy.return_scale
-    returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
-    live = np.arange(episodes)
-    k = cfg.context_len
+    """Run one episode per seed, all together: one forward pass per timestep for all live episodes."""
+    model, device = policy.model.eval(), policy.device
+    cfg, n, k = model.cfg, len(seeds), model.cfg.context_len
+    targets = _broadcast_targets(seeds, targets)
+    envs = _make_envs(policy, env_id, n)
+    # Each episode's last K steps, left-padded: the window is the buffer itself, shifted by one per step.
+    states = torch.zeros(n, k, cfg.state_dim, device=device)
+    actions = torch.zeros(n, k, cfg.act_dim, device=device)
+    rtg = torch.zeros(n, k, device=device)
+    timesteps = torch.zeros(n, k, dtype=torch.long, device=device)
+    mask = torch.zeros(n, k, dtype=torch.bool, device=device)
+    states[:, -1] = policy.normalize(np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)]))
+    rtg[:, -1] = torch.as_tensor(targets, dtype=torch.float32, device=device) / policy.return_scale
+    mask[:, -1] = True
+    returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+    live = torch.arange(n, device=device)
+    live_np = np.arange(n)
+    bar = tqdm(total=max_steps, desc="evaluate", unit="step", disable=not progress, mininterval=1.0, leave=False)
     for t in range(max_steps):
-        lo = max(0, t + 1 - k)
-        width = t + 1 - lo
-        pad = k - width
-        idx = torch.as_tensor(live, device=device)
-        window = {
-            "states": states[idx, lo : t + 1],
-            "actions": actions[idx, lo : t + 1],
-            "returns_to_go": rtg[idx, lo : t + 1],
-            "timesteps": timesteps[lo : t + 1].expand(len(live), width),
-        }
-        if pad:
-            window = {
-                n: torch.nn.functional.pad(v, (0, 0, pad, 0) if v.dim() == 3 else (pad, 0)) for n, v in window.items()
-            }
-        mask = (torch.arange(k, device=device) >= pad).expand(len(live), k)
-        act = model(window["states"], window["actions"], window["returns_to_go"], window["timesteps"], mask)[:, -1]
-        actions[idx, t] = act
-        act_np = act.float().cpu().numpy()
-        still = []
-        rewards = np.zeros(len(live))
-        for j, e in enumerate(live):
+        act = policy.act(states, actions, rtg, timesteps, mask)  # only live episodes are in the buffers
+        actions[:, -1] = act
+        act_np = act.cpu().numpy()
+        obs, rewards, still = [], np.zeros(len(live_np)), np.zeros(len(live_np), dtype=bool)
+        for j, e in enumerate(live_np):
             o, r, terminated, _, _ = envs[e].step(act_np[j])
             returns[e] += r
             lengths[e] += 1
-            rewards[j] = r
-            if not terminated and t + 1 < max_steps:
-                still.append(j)
-                obs[e] = o
-        if not still:
+            rewards[j], still[j] = r, not terminated
+            obs.append(o)
+        bar.update(1)
+        if t + 1 == max_steps or not still.any():
             break
-        live = live[still]
-        nxt = torch.as_tensor(live, device=device)
-        states[nxt, t + 1] = (torch.as_tensor(obs[live], dtype=torch.float32, device=device) - mean) / std
-        reward = torch.as_tensor(rewards[still], dtype=torch.float32, device=device)
-        rtg[nxt, t + 1] = rtg[nxt, t] - reward / policy.return_scale
+        keep = torch.as_tensor(still, device=device)
+        live, live_np = live[keep], live_np[still]
+        # drop the finished episodes, shift every window left by one, and write the new step at the end
+        next_rtg = rtg[keep, -1] - policy.scaled_rewards(rewards[still])
+        states, actions, rtg, timesteps, mask = (
+            torch.roll(buf[keep], -1, dims=1) for buf in (states, actions, rtg, timesteps, mask)
+        )
+        states[:, -1] = policy.normalize(np.stack([o for o, s in zip(obs, still, strict=True) if s]))
+        actions[:, -1] = 0.0
+        rtg[:, -1] = next_rtg
+        timesteps[:, -1] = min(t + 1, cfg.max_timestep - 1)
+        mask[:, -1] = True
+    bar.close()
     for env in envs:
         env.close()
-    return EpisodeResults(returns, lengths)
+    return EpisodeResults(np.asarray(seeds), targets, returns, lengths)
+
+
+def run_episodes_one_by_one(
+    policy: Policy, env_id: str, seeds: Sequence[int], targets: float | Sequence[float], max_steps: int = 1000
+) -> EpisodeResults:
+    """The reference: one episode after another, re-padding the growing history at every step."""
+    model, device = policy.model.eval(), policy.device
+    cfg, k = model.cfg, model.cfg.context_len
+    targets = _broadcast_targets(seeds, targets)
+    returns, lengths = np.zeros(len(seeds)), np.zeros(len(seeds), dtype=np.int64)
+    for i, (seed, target) in enumerate(zip(seeds, targets, strict=True)):
+        env = _make_envs(policy, env_id, 1)[0]
+        obs, _ = env.reset(seed=int(seed))
+        states = policy.normalize(obs[None])
+        actions = torch.zeros(0, cfg.act_dim, device=device)
+        rtg = torch.as_tensor([target], dtype=torch.float32, device=device) / policy.return_scale
+        timesteps = torch.zeros(1, dtype=torch.long, device=device)
+        for t in range(max_steps):
+            actions = torch.cat([actions, torch.zeros(1, cfg.act_dim, device=device)])
+            width = min(k, t + 1)
+            pad = k - width
+            window = [states[-width:], actions[-width:], rtg[-width:], timesteps[-width:]]
+            window = [torch.cat([torch.zeros((pad, *w.shape[1:]), dtype=w.dtype, device=device), w]) for w in window]
+            mask = torch.cat([torch.zeros(pad, dtype=torch.bool), torch.ones(width, dtype=torch.bool)]).to(device)
+            act = policy.act(*(w[None] for w in window), mask[None])[0]
+            actions[-1] = act
+            obs, reward, terminated, _, _ = env.step(act.cpu().numpy())
+            returns[i] += reward
+            lengths[i] += 1
+            if terminated:
+                break
+            states = torch.cat([states, policy.normalize(obs[None])])
+            rtg = torch.cat([rtg, rtg[-1:] - policy.scaled_rewards(np.array([reward]))])
+            timesteps = torch.cat([timesteps, torch.full((1,), min(t + 1, cfg.max_timestep - 1), device=device)])
+        env.close()
+    return EpisodeResults(np.asarray(seeds), targets, returns, lengths)
+
+
+def policy_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Policy, dict]:
+    """Load a checkpoint (weights only, never arbitrary objects) as a ready-to-act policy."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise DtreproError(f"Checkpoint {path} does not exist. Run the train stage first (dvc repro).") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise DtreproError(f"Checkpoint {path} cannot be loaded ({err}); it is damaged. Train again.") from None
+    model = DecisionTransformer(ModelConfig(**ckpt["config"])).to(device)
+    model.load_state_dict(ckpt["model"])
+    policy = Policy(model, ckpt["state_mean"].numpy(), ckpt["state_std"].numpy(), float(ckpt["return_scale"]))
+    return policy, ckpt
+
+
+# -- the evaluate stage ---------------------------------------------------------------------------------
+
+CHECKPOINTS = ("last", "best")
+EPISODE_FIELDS = ("checkpoint", "step", "target", "episode", "seed", "return", "length", "normalized_score")
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """The `eval` section of params.yaml."""
+
+    env_id: str = "Hopper-v4"
+    episodes: int = 20
+    seed: int = 1000
+    targets: tuple[float, ...] = (3600.0, 1800.0, 400.0)
+    max_steps: int = 1000
+    device: str = "auto"
+    amp: bool = False
+    bootstrap_resamples: int = 10_000
+
+    @classmethod
+    def from_dict(cls, section: dict) -> "EvalParams":
+        params = from_section(cls, section, "eval")
+        if params.episodes < 1 or params.max_steps < 1 or not params.targets:
+            raise DtreproError("eval.episodes and eval.max_steps must be positive and eval.targets non-empty.")
+        return replace(params, targets=tuple(float(t) for t in params.targets))
+
+    @property
+    def episode_seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.episodes))
+
+
+def metric_key(checkpoint: str, target: float, field: str) -> str:
+    """The flat metrics key of one evaluation's field, e.g. `last.target_3600.normalized_score_mean`."""
+    return f"{checkpoint}.target_{target:g}.{field}"
+
+
+def evaluate_checkpoints(
+    checkpoint_dir: str | os.PathLike, params: EvalParams, metrics_path, episodes_path, progress: bool = True
+) -> dict:
+    """Evaluate `last.pt` and `best.pt` at every target; write per-episode rows (CSV) and flat metrics (JSON)."""
+    device = pick_device(params.device, "eval.device")
+    seeds = params.episode_seeds * len(params.targets)
+    targets = np.repeat(params.targets, params.episodes)
+    metrics = {"env_id": params.env_id, "episodes": params.episodes, "seed": params.seed}
+    rows, done = [], {}
+    for name in CHECKPOINTS:
+        policy, ckpt = policy_from_checkpoint(Path(checkpoint_dir) / f"{name}.pt", device)
+        policy.amp_dtype = autocast_dtype(device, params.amp)
+        step = int(ckpt["step"])
+        metrics.update(context_len=policy.model.cfg.context_len, train_seed=ckpt.get("train_seed"))
+        metrics[f"{name}.step"] = step
+        if step not in done:  # best.pt saved at the last step holds the same weights as last.pt
+            done[step] = run_episodes(policy, params.env_id, seeds, targets, params.max_steps, progress)
+        results = done[step]
+        for target in params.targets:
+            chosen = results.targets == target
+            summary = score_summary(
+                results.returns[chosen], results.lengths[chosen], params.env_id, params.bootstrap_resamples, params.seed
+            )
+            metrics.update({metric_key(name, target, k): v for k, v in summary.items()})
+        scores = normalized_score(results.returns, params.env_id)
+        for i in range(len(seeds)):
+            row = (name, step, results.targets[i], i % params.episodes, results.seeds[i], results.returns[i])
+            rows.append((*row, results.lengths[i], scores[i]))
+    with atomic_output(episodes_path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(EPISODE_FIELDS)
+        writer.writerows(rows)
+    write_json(metrics_path, metrics)
+    return metrics

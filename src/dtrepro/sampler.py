@@ -90,12 +90,13 @@ class WindowSampler:
         if batch_size < 1:
             raise DtreproError(f"The batch size is {batch_size}; it must be at least 1 (train.batch_size).")
         if context_len < 1:
-            raise DtreproError(f"The context length is {context_len}; it must be at least 1 (model.context_len).")
+            raise DtreproError(f"The context length is {context_len}; it must be at least 1 (study.context_lens).")
         longest = int(data.episode_length.max())
         if context_len > longest:
             raise DtreproError(
-                f"model.context_len={context_len} is longer than every episode of the dataset (the longest has "
-                f"{longest} steps), so every window would be mostly padding. Use a context of at most {longest}."
+                f"The context length {context_len} (study.context_lens) is longer than every episode of the "
+                f"dataset (the longest has {longest} steps), so every window would be mostly padding. "
+                f"Use a context of at most {longest}."
             )
         self.data, self.k, self.batch_size = data, context_len, batch_size
         device = data.rtg.device

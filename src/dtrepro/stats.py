@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.stats
+
+from dtrepro.scores import normalized_score
 
 
 def episode_ends(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
@@ -29,3 +32,45 @@ def episode_stats(rewards: np.ndarray, end_rows: np.ndarray, prefix: str = "epis
             }
         )
     return stats
+
+
+def bootstrap_ci(samples: list[np.ndarray], resamples: int, seed: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of the samples' means (scipy.stats.bootstrap).
+
+    With one sample (one model's episodes) it is the interval of the mean score.
+    With several (one per training seed) each is resampled on its own: the interval
+    of the across-seed mean that keeps every seed's share of the episodes.
+    """
+    samples = [np.asarray(s, dtype=np.float64) for s in samples]
+    if all(np.ptp(s) == 0 for s in samples):  # no spread to resample
+        mean = float(np.mean([s.mean() for s in samples]))
+        return mean, mean
+    result = scipy.stats.bootstrap(
+        samples,
+        lambda *xs, axis: np.mean([x.mean(axis=axis) for x in xs], axis=0),
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def score_summary(returns: np.ndarray, lengths: np.ndarray, env_id: str, resamples: int, seed: int) -> dict[str, float]:
+    """The evaluation metrics of one set of episodes: returns, D4RL-normalised scores with a 95% CI, lengths."""
+    returns = np.asarray(returns, dtype=np.float64)
+    scores = normalized_score(returns, env_id)
+    low, high = bootstrap_ci([scores], resamples, seed)
+    return {
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "normalized_score_mean": float(scores.mean()),
+        "normalized_score_std": float(scores.std()),
+        "normalized_score_ci95_low": low,
+        "normalized_score_ci95_high": high,
+        "length_mean": float(np.mean(lengths)),
+        "episodes": len(returns),
+    }

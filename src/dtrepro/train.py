@@ -31,6 +31,7 @@ from tqdm import tqdm
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import read_d4rl
+from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.errors import DtreproError
 from dtrepro.evaluate import Policy, run_episodes
 from dtrepro.model import DecisionTransformer, ModelConfig, action_loss
@@ -69,8 +70,15 @@ class TrainConfig:
     env_id: str = "Hopper-v4"
 
     @classmethod
-    def from_params(cls, model: dict, train: dict) -> "TrainConfig":
-        cfg = from_section(cls, {**model, **train}, "model/train")
+    def from_params(cls, model: dict, train: dict, context_len: int, seed: int) -> "TrainConfig":
+        """The model and train sections for one run of the study (its context length and seed)."""
+        for key, where in (("context_len", "model"), ("seed", "train")):
+            if key in {"context_len": model, "seed": train}[key]:
+                raise DtreproError(
+                    f"{where}.{key} is not read: every run's {key} comes from the study section "
+                    f"(study.{key}s lists them; one entry trains one model). Remove {where}.{key}."
+                )
+        cfg = from_section(cls, {**model, **train, "context_len": context_len, "seed": seed}, "model/train")
         if cfg.embed_dim % cfg.heads:
             raise DtreproError(f"model.embed_dim={cfg.embed_dim} must be a multiple of model.heads={cfg.heads}.")
         if cfg.steps < 1 or cfg.checkpoint_every < 1 or cfg.log_every < 1 or cfg.eval_every < 1:
@@ -81,23 +89,6 @@ class TrainConfig:
         """What a checkpoint must match to be resumed: everything that shapes the run, and the data."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("device", "log_every")}
         return hashlib.sha256(json.dumps([fields, data_sha256], sort_keys=True).encode()).hexdigest()[:16]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DtreproError(f"train.device is {name!r} but CUDA is not available here; use 'auto' or 'cpu'.")
-    return torch.device(name)
-
-
-def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 where the device has it, else fp16 (with a grad scaler), None when AMP is off."""
-    if not amp:
-        return None
-    if device.type == "cpu" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
 
 
 def warmup_lambda(warmup_steps: int):
@@ -120,20 +111,6 @@ class Distributed:
             return cls()
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return cls(dist.get_rank(), world)
-
-
-def policy_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Policy, dict]:
-    """Load a checkpoint (weights only, never arbitrary objects) as a ready-to-act policy."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise DtreproError(f"Checkpoint {path} does not exist. Run the train stage first (dvc repro).") from None
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise DtreproError(f"Checkpoint {path} cannot be loaded ({err}); it is damaged. Train again.") from None
-    model = DecisionTransformer(ModelConfig(**ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    policy = Policy(model, ckpt["state_mean"].numpy(), ckpt["state_std"].numpy(), float(ckpt["return_scale"]))
-    return policy, ckpt
 
 
 class Trainer:
@@ -188,6 +165,7 @@ class Trainer:
             "return_scale": self.cfg.return_scale,
             "step": self.step,
             "env_id": self.cfg.env_id,
+            "train_seed": self.cfg.seed,
             "fingerprint": self.fingerprint,
         }
         if with_state:
@@ -248,9 +226,8 @@ class Trainer:
 
     def evaluate(self) -> float:
         policy = Policy(self.model, self.data.state_mean, self.data.state_std, self.cfg.return_scale)
-        returns = run_episodes(
-            policy, self.cfg.env_id, self.cfg.eval_episodes, self.cfg.eval_target, self.cfg.seed + 10_000
-        ).returns
+        seeds = range(self.cfg.seed + 10_000, self.cfg.seed + 10_000 + self.cfg.eval_episodes)
+        returns = run_episodes(policy, self.cfg.env_id, seeds, self.cfg.eval_target).returns
         self.model.train()
         return float(returns.mean())
 
@@ -332,35 +309,10 @@ class Trainer:
             writer.writerows(rows)
 
 
-def learning_curve_png(log_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
-    """Loss and evaluation score against step, for people who do not run `dvc plots`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(log_path) as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    pts = [(float(r["step"]), float(r["loss"])) for r in rows if r["loss"]]
-    if pts:
-        ax1.plot(*zip(*pts, strict=True))
-    ax1.set(xlabel="step", ylabel="action MSE", yscale="log", title="training loss")
-    ev = [(float(r["step"]), float(r["eval_score"])) for r in rows if r["eval_score"]]
-    if ev:
-        ax2.plot(*zip(*ev, strict=True), marker="o")
-    ax2.set(xlabel="step", ylabel="D4RL-normalised score", title="periodic evaluation")
-    fig.tight_layout()
-    with atomic_output(png_path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-
-
-def train(cfg: TrainConfig, data_path, out_dir, log_path, png_path, metrics_path) -> dict:
+def train(cfg: TrainConfig, data_path, out_dir, log_path, metrics_path) -> dict:
     trainer = Trainer(cfg, data_path, out_dir, log_path, file_sha256(data_path))
     metrics = trainer.run()
     if not trainer.dist.main:
         return {}
-    learning_curve_png(log_path, png_path)
     write_json(metrics_path, metrics)
     return metrics

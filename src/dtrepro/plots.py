@@ -1,0 +1,84 @@
+"""PNG figures for people who do not run `dvc plots`: learning curves and the ablations."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from dtrepro.atomic import atomic_output  # noqa: E402
+
+
+def save(fig, path: str | os.PathLike) -> None:
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def learning_curves(logs: dict[str, list[dict]], path: str | os.PathLike) -> None:
+    """Training loss and periodic evaluation score against step, one line per run."""
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in logs.items():
+        pts = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+        if pts:
+            loss_ax.plot(*zip(*pts, strict=True), label=name)
+        ev = [(r["step"], r["eval_score"]) for r in rows if r.get("eval_score") is not None]
+        if ev:
+            score_ax.plot(*zip(*ev, strict=True), marker="o", label=name)
+    loss_ax.set(xlabel="step", ylabel="action MSE", yscale="log", title="training loss")
+    score_ax.set(xlabel="step", ylabel="D4RL-normalised score", title="periodic evaluation (train.eval_*)")
+    loss_ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def return_conditioning(table: list[dict], path: str | os.PathLike) -> None:
+    """Achieved against requested return, per context length and checkpoint, with the across-seed spread."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for (k, ckpt), rows in _groups(table, ("context_len", "checkpoint")).items():
+        rows = sorted(rows, key=lambda r: r["target"])
+        ax.errorbar(
+            [r["target"] for r in rows],
+            [r["return_mean"] for r in rows],
+            yerr=[r["return_std_seeds"] for r in rows],
+            marker="o",
+            capsize=3,
+            linestyle="-" if ckpt == "last" else "--",
+            label=f"K={k}, {ckpt}.pt",
+        )
+    top = max(r["target"] for r in table)
+    ax.plot([0, top], [0, top], color="grey", linewidth=0.8, label="achieved = requested")
+    ax.set(xlabel="requested return (target)", ylabel="achieved return", title="return conditioning")
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def context_length(table: list[dict], path: str | os.PathLike) -> None:
+    """Normalised score per context length (at the headline target), last and best checkpoint side by side."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ks = sorted({r["context_len"] for r in table})
+    for i, ckpt in enumerate(("last", "best")):
+        rows = {r["context_len"]: r for r in table if r["checkpoint"] == ckpt}
+        xs = [j + (i - 0.5) * 0.35 for j in range(len(ks))]
+        ax.bar(
+            xs,
+            [rows[k]["normalized_score_mean"] for k in ks],
+            width=0.35,
+            yerr=[rows[k]["normalized_score_std_seeds"] for k in ks],
+            capsize=4,
+            label=f"{ckpt}.pt",
+        )
+    ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
+    ax.set(ylabel="D4RL-normalised score", title="context length (mean ± std across seeds)")
+    ax.legend()
+    save(fig, path)
+
+
+def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups

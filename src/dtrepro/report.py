@@ -1,0 +1,250 @@
+"""The ablation report: every run's evaluations gathered into tables, metrics and plots.
+
+Each run of the study (one context length, one training seed) was evaluated at
+every target with both checkpoints. For each (context length, checkpoint,
+target) the report takes every seed's mean score and gives their mean ± std
+across seeds, as the paper reports, beside the spread of single episodes and a
+95% bootstrap interval that resamples each seed's episodes on its own.
+Standard deviations are population ones (numpy's default).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dtrepro import plots
+from dtrepro.atomic import atomic_output, write_json
+from dtrepro.errors import DtreproError
+from dtrepro.evaluate import CHECKPOINTS, EvalParams
+from dtrepro.runs import Run, Study
+from dtrepro.scores import normalized_score
+from dtrepro.stats import bootstrap_ci
+
+REFERENCES = (
+    "Decision Transformer paper (Chen et al., 2021), hopper-medium: 67.6 ± 1.0 (3 seeds)",
+    "large-batch variant (embed 512, batch 4096, 2,500 steps): 80.6 ± 25.9 (20 episodes); "
+    "targets 3600 / 1800 / 400: 80.6 / 55.4 / 26.7; K = 20 / 1: 80.6 / 31.2",
+)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    markdown: Path = Path("results/ablations.md")
+    metrics: Path = Path("results/ablations.json")
+    return_csv: Path = Path("results/return_conditioning.csv")
+    context_csv: Path = Path("results/context_length.csv")
+    plots_dir: Path = Path("results/plots")
+
+
+def read_episodes(run: Run, root: Path) -> list[dict]:
+    path = root / run.eval_episodes
+    if not path.exists():
+        raise DtreproError(f"{path} does not exist: run {run.name} has not been evaluated. Run `dvc repro` first.")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update(step=int(r["step"]), target=float(r["target"]), length=int(r["length"]))
+        r.update({k: float(r[k]) for k in ("return", "normalized_score")})
+    return rows
+
+
+def read_train_log(run: Run, root: Path) -> list[dict]:
+    path = root / run.train_log
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [{k: float(v) if v else None for k, v in r.items()} for r in csv.DictReader(f, delimiter="\t")]
+
+
+def aggregate(study: Study, params: EvalParams, episodes: dict[Run, list[dict]]) -> list[dict]:
+    """One row per (context length, checkpoint, target): across-seed mean ± std, episode spread, 95% CI."""
+    table = []
+    for k in study.context_lens:
+        for ckpt in CHECKPOINTS:
+            for target in params.targets:
+                per_seed = [
+                    [r for r in episodes[Run(k, s)] if r["checkpoint"] == ckpt and r["target"] == target]
+                    for s in study.seeds
+                ]
+                if any(not rows for rows in per_seed):
+                    raise DtreproError(
+                        f"The evaluations of K={k} lack {ckpt}.pt at target {target:g}: they were made with "
+                        f"other eval params. Run `dvc repro` so that the evaluate stages run again."
+                    )
+                scores = [np.array([r["normalized_score"] for r in rows]) for rows in per_seed]
+                returns = [np.array([r["return"] for r in rows]) for rows in per_seed]
+                seed_scores = np.array([s.mean() for s in scores])
+                seed_returns = np.array([r.mean() for r in returns])
+                low, high = bootstrap_ci(scores, params.bootstrap_resamples, params.seed)
+                table.append(
+                    {
+                        "context_len": k,
+                        "checkpoint": ckpt,
+                        "target": target,
+                        "normalized_score_mean": float(seed_scores.mean()),
+                        "normalized_score_std_seeds": float(seed_scores.std()),
+                        "normalized_score_std_episodes": float(np.concatenate(scores).std()),
+                        "normalized_score_ci95_low": low,
+                        "normalized_score_ci95_high": high,
+                        "return_mean": float(seed_returns.mean()),
+                        "return_std_seeds": float(seed_returns.std()),
+                        "length_mean": float(np.mean([r["length"] for rows in per_seed for r in rows])),
+                        "seeds": len(study.seeds),
+                        "episodes": sum(len(rows) for rows in per_seed),
+                    }
+                )
+    return table
+
+
+def _score(row: dict) -> str:
+    return f"{row['normalized_score_mean']:.1f} ± {row['normalized_score_std_seeds']:.1f}"
+
+
+def _ci(row: dict) -> str:
+    return f"[{row['normalized_score_ci95_low']:.1f}, {row['normalized_score_ci95_high']:.1f}]"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def markdown(study: Study, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict) -> str:
+    k0, t0 = study.context_lens[0], params.targets[0]
+    pick = {(r["context_len"], r["checkpoint"], r["target"]): r for r in table}
+    n_seeds, n_eps = len(study.seeds), params.episodes
+    lines = [
+        "# Decision Transformer ablations",
+        "",
+        f"{params.env_id}, {n_eps} episodes per model and target (episode seeds {params.seed}–"
+        f"{params.seed + n_eps - 1}), training seeds {list(study.seeds)}. Scores are D4RL-normalised; "
+        f"mean ± std is across the {n_seeds} training seeds (each seed's mean over its episodes); the 95% CI "
+        "is a bootstrap of that mean, resampling each seed's episodes; `last.pt` is the final checkpoint, "
+        "`best.pt` the best periodic evaluation during training (selected on other episode seeds).",
+        "",
+        f"## Headline: K = {k0}, target {t0:g}",
+        "",
+    ]
+    rows = [
+        [f"`{c}.pt`", _score(r), f"{r['normalized_score_std_episodes']:.1f}", _ci(r), f"{r['length_mean']:.0f}"]
+        for c in CHECKPOINTS
+        for r in [pick[(k0, c, t0)]]
+    ]
+    lines += _table(["checkpoint", "score mean ± std (seeds)", "std (episodes)", "95% CI", "mean length"], rows)
+    if dataset:
+        ds = normalized_score([dataset["episode_return_mean"], dataset["episode_return_max"]], params.env_id)
+        lines += ["", f"The dataset's episodes score {ds[0]:.1f} on average and {ds[1]:.1f} at best."]
+    lines += ["", "For reference: " + "; ".join(REFERENCES) + ".", "", f"## Return conditioning (K = {k0})", ""]
+    rows = [
+        [f"{t:g}", f"`{c}.pt`", f"{r['return_mean']:.0f} ± {r['return_std_seeds']:.0f}", _score(r), _ci(r)]
+        + [f"{r['length_mean']:.0f}"]
+        for c in CHECKPOINTS
+        for t in params.targets
+        for r in [pick[(k0, c, t)]]
+    ]
+    lines += _table(
+        ["requested target", "checkpoint", "achieved return", "score mean ± std", "95% CI", "mean length"], rows
+    )
+    lines += ["", f"## Context length (target {t0:g})", ""]
+    rows = [
+        [f"{k}", f"`{c}.pt`", _score(r), _ci(r), f"{r['length_mean']:.0f}"]
+        for c in CHECKPOINTS
+        for k in study.context_lens
+        for r in [pick[(k, c, t0)]]
+    ]
+    lines += _table(["K", "checkpoint", "score mean ± std", "95% CI", "mean length"], rows)
+    lines += ["", f"## Per training seed (target {t0:g})", ""]
+    rows = [
+        [
+            p["context_len"],
+            p["seed"],
+            p["last_step"],
+            f"{p['last_score']:.1f}",
+            p["best_step"],
+            f"{p['best_score']:.1f}",
+        ]
+        for p in per_seed
+    ]
+    lines += _table(["K", "seed", "last.pt step", "last.pt score", "best.pt step", "best.pt score"], rows)
+    lines += [
+        "",
+        "Plots: `results/plots/return_conditioning.png`, `results/plots/context_length.png`, "
+        "`results/plots/learning_curves.png` (and `dvc plots show`).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def flat_metrics(table: list[dict], per_seed: list[dict]) -> dict:
+    """Stable flat keys: `k20.last.target_3600.normalized_score_mean`, ..., `k20.seed0.last_score`."""
+    metrics = {}
+    for r in table:
+        prefix = f"k{r['context_len']}.{r['checkpoint']}.target_{r['target']:g}"
+        metrics.update({f"{prefix}.{k}": v for k, v in r.items() if k not in ("context_len", "checkpoint", "target")})
+    for p in per_seed:
+        prefix = f"k{p['context_len']}.seed{p['seed']}"
+        metrics.update({f"{prefix}.{k}": v for k, v in p.items() if k not in ("context_len", "seed")})
+    return metrics
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_report(
+    study: Study, params: EvalParams, root: str | os.PathLike = ".", paths: ReportPaths = ReportPaths()
+) -> dict:
+    """Read every run's evaluation, write the tables, the metrics, the plot data and the PNGs."""
+    root = Path(root)
+    episodes = {run: read_episodes(run, root) for run in study.runs}
+    table = aggregate(study, params, episodes)
+    t0 = params.targets[0]
+    per_seed = []
+    for run in study.runs:
+        first = {c: [r for r in episodes[run] if r["checkpoint"] == c and r["target"] == t0] for c in CHECKPOINTS}
+        entry = {"context_len": run.context_len, "seed": run.seed}
+        for c in CHECKPOINTS:
+            entry[f"{c}_step"] = first[c][0]["step"]
+            entry[f"{c}_score"] = float(np.mean([r["normalized_score"] for r in first[c]]))
+        per_seed.append(entry)
+    repair = root / "reports" / "repair.json"
+    dataset = json.loads(repair.read_text()) if repair.exists() else {}
+    pick = {(r["context_len"], r["checkpoint"], r["target"]): r for r in table}
+    k0 = study.context_lens[0]
+
+    _write_csv(
+        root / paths.return_csv,
+        ["target", "last_return_mean", "best_return_mean", "last_normalized_score_mean", "best_normalized_score_mean"],
+        [
+            [t, pick[(k0, "last", t)]["return_mean"], pick[(k0, "best", t)]["return_mean"]]
+            + [pick[(k0, "last", t)]["normalized_score_mean"], pick[(k0, "best", t)]["normalized_score_mean"]]
+            for t in sorted(params.targets)
+        ],
+    )
+    _write_csv(
+        root / paths.context_csv,
+        ["context_len", "last_normalized_score_mean", "best_normalized_score_mean"],
+        [
+            [k, pick[(k, "last", t0)]["normalized_score_mean"], pick[(k, "best", t0)]["normalized_score_mean"]]
+            for k in sorted(study.context_lens)
+        ],
+    )
+    plots_dir = root / paths.plots_dir
+    plots.return_conditioning(table, plots_dir / "return_conditioning.png")
+    plots.context_length([r for r in table if r["target"] == t0], plots_dir / "context_length.png")
+    plots.learning_curves(
+        {run.name: read_train_log(run, root) for run in study.runs}, plots_dir / "learning_curves.png"
+    )
+    with atomic_output(root / paths.markdown) as tmp:
+        tmp.write_text(markdown(study, params, table, per_seed, dataset))
+    metrics = flat_metrics(table, per_seed)
+    write_json(root / paths.metrics, metrics)
+    return metrics

@@ -1,0 +1,179 @@
+"""Evaluation: scores, confidence intervals, batched = one-by-one episodes, the stage's metrics and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dtrepro.errors import DtreproError
+from dtrepro.evaluate import EvalParams, Policy, evaluate_checkpoints, run_episodes, run_episodes_one_by_one
+from dtrepro.model import DecisionTransformer, ModelConfig
+from dtrepro.scores import normalized_score, return_for_score
+from dtrepro.stats import bootstrap_ci
+
+from conftest import ROOT, run
+
+RECORD_FIELDS = {
+    "return_mean",
+    "return_std",
+    "return_min",
+    "return_max",
+    "normalized_score_mean",
+    "normalized_score_std",
+    "normalized_score_ci95_low",
+    "normalized_score_ci95_high",
+    "length_mean",
+    "episodes",
+}
+
+
+def test_normalized_score_against_hand_worked_values():
+    # Hopper: 100 * (R + 20.272305) / (3234.3 + 20.272305), D4RL's constants
+    assert normalized_score(-20.272305, "Hopper-v4") == pytest.approx(0.0, abs=1e-12)
+    assert normalized_score(3234.3, "Hopper-v5") == pytest.approx(100.0)
+    assert normalized_score(1607.0138475, "hopper-medium-v2") == pytest.approx(50.0)
+    assert normalized_score(1000.0) == pytest.approx(31.3489, abs=1e-4)  # 1020.272305 / 3254.572305
+    assert return_for_score(50.0) == pytest.approx(1607.0138475)
+    with pytest.raises(DtreproError, match="No D4RL reference scores"):
+        normalized_score(1.0, "Ant-v4")
+
+
+def test_bootstrap_ci_against_hand_worked_values():
+    # mean of a resample of [0, 100]: 0, 50, 100 with p = 1/4, 1/2, 1/4 -> the 2.5% and 97.5% points are 0 and 100
+    assert bootstrap_ci([np.array([0.0, 100.0])], 10_000, seed=0) == (0.0, 100.0)
+    # [0, 0, 0, 100]: the mean is 25 * Binomial(4, 1/4); P(0) = 0.32 > 2.5%, P(>= 75) = 0.051 > 2.5% > P(100)
+    assert bootstrap_ci([np.array([0.0, 0.0, 0.0, 100.0])], 10_000, seed=0) == (0.0, 75.0)
+    # two seeds, resampled separately: ([0,0,0,100] mean + 50) / 2 spans 25 ... 62.5
+    assert bootstrap_ci([np.array([0.0, 0.0, 0.0, 100.0]), np.array([50.0, 50.0])], 10_000, seed=0) == (25.0, 62.5)
+    assert bootstrap_ci([np.full(5, 7.0)], 100, seed=0) == (7.0, 7.0)
+    # large normal sample: close to mean +- 1.96 sigma / sqrt(n)
+    x = np.random.default_rng(0).normal(10.0, 2.0, 400)
+    low, high = bootstrap_ci([x], 10_000, seed=1)
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    assert low == pytest.approx(x.mean() - half, abs=0.03) and high == pytest.approx(x.mean() + half, abs=0.03)
+
+
+def toy_policy(context_len: int, state_dim: int = 11, amp=None) -> Policy:
+    """An untrained model with strong state weights: episodes of different lengths, actions that matter."""
+    torch.manual_seed(context_len)
+    model = DecisionTransformer(ModelConfig(state_dim, 3, 32, 2, 2, context_len, dropout=0.1))
+    with torch.no_grad():
+        model.embed_state.weight.mul_(50)
+    return Policy(model, np.zeros(state_dim), np.ones(state_dim), 1000.0, amp)
+
+
+@pytest.mark.parametrize("context_len, amp", [(20, None), (5, None), (1, None), (20, torch.bfloat16)])
+def test_batched_evaluation_gives_exactly_the_one_by_one_returns(context_len, amp):
+    policy = toy_policy(context_len, amp=amp)
+    seeds, targets = list(range(100, 108)), [3600.0] * 4 + [400.0] * 4
+    together = run_episodes(policy, "Hopper-v4", seeds, targets)
+    alone = run_episodes_one_by_one(policy, "Hopper-v4", seeds, targets)
+    assert len(set(together.lengths)) > 1  # episodes leave the batch at different steps
+    np.testing.assert_array_equal(together.returns, alone.returns)
+    np.testing.assert_array_equal(together.lengths, alone.lengths)
+    again = run_episodes(policy, "Hopper-v4", seeds, targets)
+    np.testing.assert_array_equal(together.returns, again.returns)
+    other = run_episodes(policy, "Hopper-v4", [s + 50 for s in seeds], targets)
+    assert not np.array_equal(together.returns, other.returns)
+
+
+def test_max_steps_truncates_every_episode():
+    result = run_episodes(toy_policy(5), "Hopper-v4", [0, 1, 2], 3600.0, max_steps=7)
+    assert result.lengths.tolist() == [7, 7, 7]
+
+
+def test_mismatched_state_dimension_is_a_clear_error():
+    with pytest.raises(DtreproError, match="5-dim states .* Hopper-v4 has 11-dim observations"):
+        run_episodes(toy_policy(5, state_dim=5), "Hopper-v4", [0], 3600.0)
+
+
+def write_checkpoint(path, policy: Policy, step: int, train_seed: int = 0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "model": policy.model.state_dict(),
+        "config": policy.model.cfg.to_dict(),
+        "state_mean": torch.as_tensor(policy.state_mean, dtype=torch.float32),
+        "state_std": torch.as_tensor(policy.state_std, dtype=torch.float32),
+        "return_scale": policy.return_scale,
+        "step": step,
+        "env_id": "Hopper-v4",
+        "train_seed": train_seed,
+    }
+    torch.save(ckpt, path)
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    folder = tmp_path / "models" / "k5-seed0"
+    write_checkpoint(folder / "last.pt", toy_policy(5), step=40)
+    best = toy_policy(5)
+    with torch.no_grad():
+        best.model.predict_action[0].bias.add_(0.3)  # other weights: other episodes
+    write_checkpoint(folder / "best.pt", best, step=20)
+    return folder
+
+
+def test_metrics_schema_is_stable_and_matches_the_episode_rows(checkpoints, tmp_path):
+    params = EvalParams(episodes=3, targets=(3600.0, 400.0), max_steps=300, bootstrap_resamples=500)
+    metrics = evaluate_checkpoints(checkpoints, params, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
+    assert json.loads((tmp_path / "m.json").read_text()) == metrics
+    expected = {"env_id", "episodes", "seed", "context_len", "train_seed", "last.step", "best.step"}
+    expected |= {f"{c}.target_{t}.{f}" for c in ("last", "best") for t in (3600, 400) for f in RECORD_FIELDS}
+    assert set(metrics) == expected
+    assert metrics["env_id"] == "Hopper-v4" and metrics["last.step"] == 40 and metrics["best.step"] == 20
+    with open(tmp_path / "e.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["checkpoint", "step", "target", "episode", "seed", "return", "length", "normalized_score"]
+    assert len(rows) == 2 * 2 * 3
+    for ckpt in ("last", "best"):
+        mine = [r for r in rows if r["checkpoint"] == ckpt and float(r["target"]) == 400.0]
+        assert [int(r["seed"]) for r in mine] == [1000, 1001, 1002]
+        returns = [float(r["return"]) for r in mine]
+        assert metrics[f"{ckpt}.target_400.return_mean"] == pytest.approx(np.mean(returns))
+        low, high = (
+            metrics[f"{ckpt}.target_400.normalized_score_ci95_low"],
+            metrics[f"{ckpt}.target_400.normalized_score_ci95_high"],
+        )
+        assert low <= metrics[f"{ckpt}.target_400.normalized_score_mean"] <= high
+    assert metrics["last.target_3600.return_mean"] != metrics["best.target_3600.return_mean"]
+
+
+def test_hopper_v5_by_param(checkpoints, tmp_path):
+    params = EvalParams(env_id="Hopper-v5", episodes=2, targets=(3600.0,), max_steps=50, bootstrap_resamples=100)
+    metrics = evaluate_checkpoints(checkpoints, params, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
+    assert metrics["env_id"] == "Hopper-v5" and metrics["last.target_3600.episodes"] == 2
+
+
+def test_stage_refuses_a_checkpoint_for_another_env(tmp_path):
+    folder = tmp_path / "ckpt"
+    for name in ("last", "best"):
+        write_checkpoint(folder / f"{name}.pt", toy_policy(5, state_dim=17), step=10)
+    out = tmp_path / "out.json"
+    proc = run(
+        [
+            sys.executable,
+            str(ROOT / "stages/evaluate.py"),
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--checkpoints",
+            str(folder),
+            "--metrics",
+            str(out),
+            "--episodes-csv",
+            str(tmp_path / "e.csv"),
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "17-dim states" in proc.stderr and "eval.env_id" in proc.stderr
+    assert not out.exists() and not (tmp_path / "e.csv").exists()
+
+
+def test_unknown_eval_param_is_refused():
+    with pytest.raises(DtreproError, match="Unknown eval param"):
+        EvalParams.from_dict({"episode": 20})
