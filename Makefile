@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 PROFILE ?= default
 
-.PHONY: install test test-fast lint repro demo bench clean help
+.PHONY: install test test-fast lint repro ablations demo bench docker-build docker-test clean help
 
 help:
 	@echo "make install    create .venv and install the locked dependencies and dtrepro"
@@ -13,8 +13,11 @@ help:
 	@echo "make test-fast  skip the slow end-to-end tests"
 	@echo "make demo       the offline quickstart on a CPU: dvc repro with the demo profile"
 	@echo "make repro      dvc repro with PROFILE=<name> (profiles/*.yaml; default: params.yaml as is)"
+	@echo "make ablations  train and evaluate the study (targets, context lengths, seeds) and write results/"
 	@echo "make bench      run the benchmarks in bench/"
-	@echo "make lint       ruff"
+	@echo "make lint       ruff and hadolint"
+	@echo "make docker-build  docker build -t dtrepro . (DOCKER=podman to use podman)"
+	@echo "make docker-test   build with podman on a local Debian base and run the smoke pipeline in it"
 
 install: $(BIN)/dtrepro-installed
 
@@ -33,16 +36,29 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check src stages tests bench
+	$(BIN)/hadolint Dockerfile
 
 repro: install
 	$(BIN)/python -m dtrepro.profiles run $(PROFILE) -- dvc repro
 
+# The study of params.yaml (study.*, eval.targets): every train@K-S and evaluate@K-S stage, then the report.
+ablations: install
+	$(BIN)/python -m dtrepro.profiles run $(PROFILE) -- dvc repro report
+	@echo "ablations: tables results/ablations.md, metrics results/ablations.json, plots results/plots/*.png"
+
 demo: install
 	$(BIN)/python -m dtrepro.profiles run demo -- dvc repro
-	@echo "demo: dataset data/clean.hdf5, checkpoints models/last.pt and models/best.pt, learning curve plots/learning_curve.png; metrics in reports/ (dvc metrics show)"
+	@echo "demo: tables results/ablations.md, plots results/plots/*.png, metrics results/ablations.json and reports/ (dvc metrics show); checkpoints models/k<K>-seed<S>/"
 
 bench: install
-	for b in bench/repair.py bench/collect.py bench/train.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/repair.py bench/collect.py bench/train.py bench/evaluate.py; do $(BIN)/python $$b || exit 1; done
+
+DOCKER ?= docker
+docker-build:
+	$(DOCKER) build -t dtrepro .
+
+docker-test:
+	bash docker/test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

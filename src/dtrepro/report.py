@@ -124,8 +124,9 @@ def markdown(study: Study, params: EvalParams, table: list[dict], per_seed: list
         "",
         f"{params.env_id}, {n_eps} episodes per model and target (episode seeds {params.seed}–"
         f"{params.seed + n_eps - 1}), training seeds {list(study.seeds)}. Scores are D4RL-normalised; "
-        f"mean ± std is across the {n_seeds} training seeds (each seed's mean over its episodes); the 95% CI "
-        "is a bootstrap of that mean, resampling each seed's episodes; `last.pt` is the final checkpoint, "
+        f"mean ± std is across the {n_seeds} training seeds (each seed's mean over its episodes): the spread "
+        "of training. The 95% CI is a bootstrap of that mean that resamples each seed's episodes: the "
+        "episode-to-episode noise of these trained models. `last.pt` is the final checkpoint, "
         "`best.pt` the best periodic evaluation during training (selected on other episode seeds).",
         "",
         f"## Headline: K = {k0}, target {t0:g}",

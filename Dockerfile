@@ -1,0 +1,58 @@
+# dtrepro: the pipeline in a CUDA image; the default command is `dvc repro` in the mounted repository.
+#
+#   docker build -t dtrepro .
+#   docker run --gpus all --user "$(id -u):$(id -g)" -v "$PWD":/workspace dtrepro
+#
+# BASE_IMAGE may be any Debian or Ubuntu image with apt (CI builds on a plain Debian one).
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+FROM ${BASE_IMAGE}
+
+# Only for networks that need them, both mounted at build time (make docker-test does): a folder of
+# local wheels for pip (e.g. a CPU build of torch) and the CA bundle that pip must trust.
+ARG PIP_FIND_LINKS
+ARG PIP_CERT
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/dtrepro \
+    PATH=/opt/dtrepro/bin:${PATH} \
+    MUJOCO_GL=egl \
+    PYOPENGL_PLATFORM=egl \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics \
+    HOME=/home/dtrepro \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    DVC_SITE_CACHE_DIR=/tmp/dvc-site-cache \
+    DVC_NO_ANALYTICS=1
+
+# python3-venv: the pipeline's own environment; git: DVC; libegl1/libgl1/libglvnd0/libopengl0: headless MuJoCo.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        python3 python3-venv git make ca-certificates libegl1 libgl1 libglvnd0 libopengl0 \
+    && rm -rf /var/lib/apt/lists/*
+
+# The same lock file as `make install`; the library itself is installed too, so the image runs stand-alone.
+WORKDIR /opt/dtrepro-src
+COPY requirements.lock pyproject.toml README.md ./
+COPY src ./src
+RUN python3 -m venv "${VIRTUAL_ENV}" \
+    && pip install -r requirements.lock \
+    && pip install --no-deps . \
+    && python -c "import gymnasium as gym; gym.make('Hopper-v4').reset(seed=0)"
+
+# Runs as a non-root user; any other uid (docker run --user "$(id -u):$(id -g)") works as well:
+# HOME is open to all, the caches live in /tmp, and git trusts a repository mounted from another owner.
+RUN useradd --create-home --uid 1000 --shell /bin/bash dtrepro \
+    && chmod 1777 /home/dtrepro \
+    && git config --system --add safe.directory '*'
+USER 1000:1000
+
+# The mounted repository's own library comes first, so edits to src/ are what the stages run.
+ENV PYTHONPATH=/workspace/src
+WORKDIR /workspace
+CMD ["dvc", "repro"]
