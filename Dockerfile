@@ -12,8 +12,6 @@ FROM ${BASE_IMAGE}
 ARG PIP_FIND_LINKS
 ARG PIP_CERT
 
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -34,13 +34,17 @@ if ! podman image exists "$BASE"; then
 fi
 
 # pip's local wheels and CA bundle of this machine, if it has them, mounted for the build only
+pip_setting() {  # the value of a pip setting (e.g. cert), from the environment or pip's config files
+  python3 -m pip config list 2>/dev/null | sed -n "s/^[^ ]*\.$1='\(.*\)'$/\1/p" | head -n 1
+}
 build_args=()
-links=$(python3 -m pip config get global.find-links 2>/dev/null || true)
+links=${PIP_FIND_LINKS:-$(pip_setting find-links)}
 if [ -n "$links" ] && [ -d "$links" ]; then
   build_args+=(--build-arg "PIP_FIND_LINKS=$links" -v "$links:$links:ro")
 fi
-cert=$(python3 -m pip config get global.cert 2>/dev/null || true)
-if [ -n "$cert" ] && [ -f "$cert" ]; then
+cert=${PIP_CERT:-$(pip_setting cert)}
+[ -n "$cert" ] || cert=/etc/ssl/certs/ca-certificates.crt
+if [ -f "$cert" ]; then
   build_args+=(--build-arg PIP_CERT=/run/host-ca.crt -v "$cert:/run/host-ca.crt:ro")
 fi
 

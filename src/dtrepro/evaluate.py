@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,11 +49,14 @@ class Policy:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @functools.cached_property
+    def _mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=self.device)
+        return as_tensor(self.state_mean), as_tensor(self.state_std)
+
     def normalize(self, obs: np.ndarray) -> torch.Tensor:
-        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        mean = torch.as_tensor(self.state_mean, dtype=torch.float32, device=self.device)
-        std = torch.as_tensor(self.state_std, dtype=torch.float32, device=self.device)
-        return (obs - mean) / std
+        mean, std = self._mean_std
+        return (torch.as_tensor(obs, dtype=torch.float32, device=self.device) - mean) / std
 
     def scaled_rewards(self, rewards: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(rewards, dtype=torch.float32, device=self.device) / self.return_scale
@@ -117,45 +121,49 @@ def run_episodes(
     cfg, n, k = model.cfg, len(seeds), model.cfg.context_len
     targets = _broadcast_targets(seeds, targets)
     envs = _make_envs(policy, env_id, n)
-    # Each episode's last K steps, left-padded: the window is the buffer itself, shifted by one per step.
-    states = torch.zeros(n, k, cfg.state_dim, device=device)
-    actions = torch.zeros(n, k, cfg.act_dim, device=device)
-    rtg = torch.zeros(n, k, device=device)
-    timesteps = torch.zeros(n, k, dtype=torch.long, device=device)
-    mask = torch.zeros(n, k, dtype=torch.bool, device=device)
-    states[:, -1] = policy.normalize(np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)]))
-    rtg[:, -1] = torch.as_tensor(targets, dtype=torch.float32, device=device) / policy.return_scale
-    mask[:, -1] = True
+    # Each episode's history after K-1 rows of zero padding: the window of step t is rows t .. t+K-1.
+    # The episodes start together, so a window's timesteps and padding mask are the same for all of them.
+    span = k - 1 + max_steps
+    states = torch.zeros(n, span, cfg.state_dim, device=device)
+    actions = torch.zeros(n, span, cfg.act_dim, device=device)
+    rtg = torch.zeros(n, span, device=device)
+    step_of_row = torch.arange(-(k - 1), max_steps, device=device)
+    timesteps, mask = step_of_row.clamp(0, cfg.max_timestep - 1), step_of_row >= 0
+    states[:, k - 1] = policy.normalize(
+        np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
+    )
+    rtg[:, k - 1] = torch.as_tensor(targets, dtype=torch.float32, device=device) / policy.return_scale
     returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
-    live = torch.arange(n, device=device)
-    live_np = np.arange(n)
+    live = np.arange(n)
+    rows = slice(None)  # the live episodes' rows of the buffers: all of them until one ends
     bar = tqdm(total=max_steps, desc="evaluate", unit="step", disable=not progress, mininterval=1.0, leave=False)
     for t in range(max_steps):
-        act = policy.act(states, actions, rtg, timesteps, mask)  # only live episodes are in the buffers
-        actions[:, -1] = act
+        now, window = t + k - 1, slice(t, t + k)
+        act = policy.act(
+            states[rows, window],
+            actions[rows, window],
+            rtg[rows, window],
+            timesteps[window].expand(len(live), k),
+            mask[window].expand(len(live), k),
+        )
+        actions[rows, now] = act
         act_np = act.cpu().numpy()
-        obs, rewards, still = [], np.zeros(len(live_np)), np.zeros(len(live_np), dtype=bool)
-        for j, e in enumerate(live_np):
+        obs, rewards, still = [], np.zeros(len(live)), np.zeros(len(live), dtype=bool)
+        for j, e in enumerate(live):
             o, r, terminated, _, _ = envs[e].step(act_np[j])
             returns[e] += r
             lengths[e] += 1
             rewards[j], still[j] = r, not terminated
-            obs.append(o)
+            if not terminated:
+                obs.append(o)
         bar.update(1)
         if t + 1 == max_steps or not still.any():
             break
-        keep = torch.as_tensor(still, device=device)
-        live, live_np = live[keep], live_np[still]
-        # drop the finished episodes, shift every window left by one, and write the new step at the end
-        next_rtg = rtg[keep, -1] - policy.scaled_rewards(rewards[still])
-        states, actions, rtg, timesteps, mask = (
-            torch.roll(buf[keep], -1, dims=1) for buf in (states, actions, rtg, timesteps, mask)
-        )
-        states[:, -1] = policy.normalize(np.stack([o for o, s in zip(obs, still, strict=True) if s]))
-        actions[:, -1] = 0.0
-        rtg[:, -1] = next_rtg
-        timesteps[:, -1] = min(t + 1, cfg.max_timestep - 1)
-        mask[:, -1] = True
+        if not still.all():
+            live = live[still]
+            rows = torch.as_tensor(live, device=device)
+        states[rows, now + 1] = policy.normalize(np.stack(obs))
+        rtg[rows, now + 1] = rtg[rows, now] - policy.scaled_rewards(rewards[still])
     bar.close()
     for env in envs:
         env.close()
