@@ -34,13 +34,15 @@ RUN apt-get update \
         python3 python3-venv git make ca-certificates libegl1 libgl1 libglvnd0 libopengl0 \
     && rm -rf /var/lib/apt/lists/*
 
-# The same lock file as `make install`; the library itself is installed too, so the image runs stand-alone.
+# The same lock file as `make install` (its own layer, so that edits to the code do not reinstall it);
+# then the library itself, so that the image also runs stand-alone.
 WORKDIR /opt/dtrepro-src
-COPY requirements.lock pyproject.toml README.md ./
-COPY src ./src
+COPY requirements.lock ./
 RUN python3 -m venv "${VIRTUAL_ENV}" \
-    && pip install -r requirements.lock \
-    && pip install --no-deps . \
+    && pip install -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-deps . \
     && python -c "import gymnasium as gym; gym.make('Hopper-v4').reset(seed=0)"
 
 # Runs as a non-root user; any other uid (docker run --user "$(id -u):$(id -g)") works as well:
