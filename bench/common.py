@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dtrepro.data.d4rl import D4RLData, as_v0_layout  # noqa: E402
+from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl  # noqa: E402
+from dtrepro.data.repair import RepairParams, repair_file  # noqa: E402
 
 from hopper import concatenate, hopper_dataset  # noqa: E402
 
@@ -22,3 +23,11 @@ def hopper_like(rows: int) -> tuple[D4RLData, np.ndarray]:
     truth = np.tile(terminals | timeouts, reps)[:rows]
     truth[-1] = True  # the last piece is cut by the file's end
     return data, truth
+
+
+def clean_hopper_file(folder: Path, rows: int) -> tuple[Path, D4RLData]:
+    """`hopper_like(rows)` written to `folder` and repaired: the clean file a training run reads, and the data."""
+    data, _ = hopper_like(rows)
+    write_d4rl(folder / "raw.hdf5", data)
+    repair_file(folder / "raw.hdf5", folder / "clean.hdf5", folder / "repair.json", RepairParams())
+    return folder / "clean.hdf5", data

@@ -28,12 +28,10 @@ import numpy as np
 import torch
 import yaml
 
-from dtrepro.data.d4rl import write_d4rl
-from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.evaluate import Policy, policy_from_checkpoint, run_episodes, run_episodes_one_by_one
 from dtrepro.train import TrainConfig, Trainer
 
-from common import hopper_like
+from common import clean_hopper_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV, EPISODES, TARGET = "Hopper-v4", 20, 3600.0
@@ -41,13 +39,11 @@ ENV, EPISODES, TARGET = "Hopper-v4", 20, 3600.0
 
 def trained_paper_model(tmp: Path, steps: int) -> Policy:
     preset = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())
-    data, _ = hopper_like(100_000)
-    write_d4rl(tmp / "raw.hdf5", data)
-    repair_file(tmp / "raw.hdf5", tmp / "clean.hdf5", tmp / "repair.json", RepairParams())
+    clean, _ = clean_hopper_file(tmp, 100_000)
     train = {**preset["train"], "device": "cpu", "steps": steps, "warmup_steps": 50, "lr": 6e-4}
     train.update(eval_every=10**9, checkpoint_every=10**9)
     cfg = TrainConfig.from_params(preset["model"], train, context_len=20, seed=0)
-    trainer = Trainer(cfg, tmp / "clean.hdf5", tmp / "m", tmp / "log.tsv", "bench")
+    trainer = Trainer(cfg, clean, tmp / "m", tmp / "log.tsv", "bench")
     for _ in range(steps):
         trainer.train_step()
     return Policy(trainer.model.eval(), trainer.data.state_mean, trainer.data.state_std, cfg.return_scale)

@@ -24,12 +24,10 @@ import numpy as np
 import torch
 import yaml
 
-from dtrepro.data.d4rl import write_d4rl
-from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.sampler import Trajectories, WindowSampler
 from dtrepro.train import TrainConfig, Trainer
 
-from common import hopper_like
+from common import clean_hopper_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, B, K = 1_000_000, 64, 20
@@ -134,13 +132,10 @@ def bench_step(clean: Path, tmp: Path) -> None:
 
 
 def main() -> None:
-    data, _ = hopper_like(ROWS)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        write_d4rl(tmp / "raw.hdf5", data)
-        repair_file(tmp / "raw.hdf5", tmp / "clean.hdf5", tmp / "repair.json", RepairParams())
+        clean, data = clean_hopper_file(Path(tmp), ROWS)
         bench_sampler(data)
-        bench_step(tmp / "clean.hdf5", tmp)
+        bench_step(clean, Path(tmp))
 
 
 if __name__ == "__main__":

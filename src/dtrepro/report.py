@@ -102,6 +102,11 @@ def aggregate(study: Study, params: EvalParams, episodes: dict[Run, list[dict]])
     return table
 
 
+def by_key(table: list[dict]) -> dict[tuple, dict]:
+    """The aggregate rows by (context length, checkpoint, target)."""
+    return {(r["context_len"], r["checkpoint"], r["target"]): r for r in table}
+
+
 def _score(row: dict) -> str:
     return f"{row['normalized_score_mean']:.1f} ± {row['normalized_score_std_seeds']:.1f}"
 
@@ -117,7 +122,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def markdown(study: Study, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict) -> str:
     k0, t0 = study.context_lens[0], params.targets[0]
-    pick = {(r["context_len"], r["checkpoint"], r["target"]): r for r in table}
+    pick = by_key(table)
     n_seeds, n_eps = len(study.seeds), params.episodes
     lines = [
         "# Decision Transformer ablations",
@@ -218,7 +223,7 @@ def write_report(
         per_seed.append(entry)
     repair = root / "reports" / "repair.json"
     dataset = json.loads(repair.read_text()) if repair.exists() else {}
-    pick = {(r["context_len"], r["checkpoint"], r["target"]): r for r in table}
+    pick = by_key(table)
     k0 = study.context_lens[0]
 
     _write_csv(
