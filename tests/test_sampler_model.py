@@ -103,6 +103,21 @@ def test_model_is_causal_and_ignores_padding():
     torch.testing.assert_close(out[0, 2:4], out2[0, 2:4])  # a_3 is not seen by s_3's prediction
 
 
+@pytest.mark.parametrize("k, heads", [(20, 1), (5, 2), (1, 4)])
+def test_final_action_is_the_full_forwards_last_prediction(k, heads):
+    torch.manual_seed(k)
+    cfg = ModelConfig(state_dim=4, act_dim=2, embed_dim=32, layers=3, heads=heads, context_len=k, dropout=0.1)
+    model = DecisionTransformer(cfg).eval()
+    s, a, r = torch.randn(6, k, 4), torch.randn(6, k, 2), torch.randn(6, k)
+    t = torch.arange(k).expand(6, k)
+    mask = torch.arange(k).expand(6, k) >= torch.tensor([0, 0, 1, k // 2, k - 1, k - 1])[:, None]
+    full = model(s, a, r, t, mask)[:, -1]
+    for queries in (1, 3, 16, 100):
+        torch.testing.assert_close(model.final_action(s, a, r, t, mask, queries=queries), full, rtol=0, atol=1e-6)
+    a[:, -1] += 5.0  # the last action is what is being predicted: it is not read
+    torch.testing.assert_close(model.final_action(s, a, r, t, mask), full, rtol=0, atol=1e-6)
+
+
 def test_tiny_model_overfits_tiny_dataset():
     torch.manual_seed(0)
     traj = Trajectories.from_d4rl(toy(), return_scale=100.0, max_timestep=10, device="cpu")

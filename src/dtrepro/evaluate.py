@@ -65,10 +65,11 @@ class Policy:
     def act(self, states, actions, returns_to_go, timesteps, mask) -> torch.Tensor:
         """The action for the last timestep of each (left-padded) window, as float32 (B, act_dim).
 
-        An episode's action must not depend on how many episodes share the forward.
-        BLAS libraries pick other kernels, with other rounding, for matrices of very
-        few rows (MKL: fewer than 12), so windows of all-zero filler are added until
-        every matrix product has at least MIN_ROWS rows; the filler's output is dropped.
+        Only that action is computed (`DecisionTransformer.final_action`). It must not depend on how
+        many episodes share the forward, yet BLAS libraries pick other kernels, with other rounding,
+        for matrices of very few rows (MKL: fewer than 12). So the last block always computes its
+        final MIN_ROWS tokens, and windows of all-zero filler are added until every other matrix
+        product has at least MIN_ROWS rows; the filler's output is dropped.
         """
         b, k = states.shape[:2]
         filler = max(0, -(-MIN_ROWS // k) - b)
@@ -77,7 +78,7 @@ class Policy:
             window = tuple(torch.cat([w, torch.zeros_like(w[:1]).expand(filler, *w.shape[1:])]) for w in window)
         ctx = torch.autocast(self.device.type, self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
         with ctx:
-            return self.model(*window)[:b, -1].float()
+            return self.model.final_action(*window, queries=MIN_ROWS)[:b].float()
 
     def check_env(self, env_id: str, obs_dim: int, act_dim: int) -> None:
         cfg = self.model.cfg

@@ -4,6 +4,8 @@ Each timestep contributes three tokens, R_t, s_t, a_t, each embedded linearly
 plus a learned embedding of the episode timestep t, then a LayerNorm. Causal
 self-attention blocks read the 3K tokens; the action a_t is predicted from the
 hidden state of token s_t (which has seen R_<=t, s_<=t, a_<t) through tanh.
+Acting needs only the last of these predictions; `final_action` computes just
+what it depends on.
 """
 
 from __future__ import annotations
@@ -47,14 +49,18 @@ class Block(nn.Module):
         )
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """The block's output for every token, or with `queries=n` for the last n tokens only (which still
+        attend to all)."""
         b, t, c = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        if queries is not None:
+            x, q, attn_mask = x[:, -queries:], q[:, -queries:], attn_mask[..., -queries:, :]
+        q, k, v = (z.reshape(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
-        x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
+        x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(x.shape)))
         return x + self.mlp(self.ln2(x))
 
 
@@ -83,6 +89,24 @@ class DecisionTransformer(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    def _tokens(self, states, actions, returns_to_go, timesteps, mask, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n of the 3K embedded tokens R_1, s_1, a_1, ..., and their (B, 1, n, n) attention mask."""
+        b, k, _ = states.shape
+        time = self.embed_timestep(timesteps)
+        tokens = torch.stack(
+            (
+                self.embed_return(returns_to_go.unsqueeze(-1)) + time,
+                self.embed_state(states) + time,
+                self.embed_action(actions) + time,
+            ),
+            dim=2,
+        ).reshape(b, 3 * k, self.cfg.embed_dim)[:, :n]
+        x = self.drop(self.embed_ln(tokens))
+        keys = mask.repeat_interleave(3, dim=1)[:, :n]  # (B, n)
+        # causal, padded keys hidden; every token may see itself so that padded rows stay finite
+        allowed = self.causal[:n, :n] & (keys[:, None, :] | torch.eye(n, dtype=torch.bool, device=x.device))
+        return x, allowed.unsqueeze(1)
+
     def forward(
         self,
         states: torch.Tensor,  # (B, K, state_dim), normalised
@@ -93,26 +117,27 @@ class DecisionTransformer(nn.Module):
     ) -> torch.Tensor:
         """Predicted actions (B, K, act_dim); position k is predicted from tokens up to s_k."""
         b, k, _ = states.shape
-        time = self.embed_timestep(timesteps)
-        tokens = torch.stack(
-            (
-                self.embed_return(returns_to_go.unsqueeze(-1)) + time,
-                self.embed_state(states) + time,
-                self.embed_action(actions) + time,
-            ),
-            dim=2,
-        ).reshape(b, 3 * k, self.cfg.embed_dim)
-        x = self.drop(self.embed_ln(tokens))
-        keys = mask.repeat_interleave(3, dim=1)  # (B, 3K)
-        # causal, padded keys hidden; every token may see itself so that padded rows stay finite
-        allowed = self.causal[: 3 * k, : 3 * k] & (
-            keys[:, None, :] | torch.eye(3 * k, dtype=torch.bool, device=x.device)
-        )
-        attn_mask = allowed.unsqueeze(1)  # (B, 1, 3K, 3K)
+        x, attn_mask = self._tokens(states, actions, returns_to_go, timesteps, mask, 3 * k)
         for block in self.blocks:
             x = block(x, attn_mask)
         x = self.ln_f(x).reshape(b, k, 3, self.cfg.embed_dim)
         return self.predict_action(x[:, :, 1])
+
+    def final_action(self, states, actions, returns_to_go, timesteps, mask, queries: int = 1) -> torch.Tensor:
+        """`forward(...)[:, -1]`, the action predicted at the last timestep (B, act_dim), computed alone.
+
+        The final token a_K comes after s_K and is dropped; the last block computes its output for the
+        final `queries` tokens up to s_K only. That leaves about a quarter of a 3-layer model's work
+        undone. A `queries` of a few rows keeps the matrix products shaped so that, on CPU BLAS, the
+        result is the same to the bit as the full forward's (tests/test_model.py checks it).
+        """
+        k = states.shape[1]
+        x, attn_mask = self._tokens(states, actions, returns_to_go, timesteps, mask, 3 * k - 1)
+        *first, last = self.blocks
+        for block in first:
+            x = block(x, attn_mask)
+        x = last(x, attn_mask, queries=min(queries, 3 * k - 1))
+        return self.predict_action(self.ln_f(x))[:, -1]  # the head sees all `queries` rows, as the blocks do
 
 
 def action_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
