@@ -20,6 +20,7 @@ so that its episodes last. bf16 autocast (eval.amp) is measured the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 import yaml
 
+from dtrepro.envbatch import EnvBatch
 from dtrepro.evaluate import Policy, policy_from_checkpoint, run_episodes, run_episodes_one_by_one
 from dtrepro.train import TrainConfig, Trainer
 
@@ -49,28 +51,34 @@ def trained_paper_model(tmp: Path, steps: int) -> Policy:
     return Policy(trainer.model.eval(), trainer.data.state_mean, trainer.data.state_std, cfg.return_scale)
 
 
-def timed_forward(policy: Policy) -> list[float]:
-    """Seconds spent inside the model's forward, gathered by hooks (appended to the returned list)."""
-    spent, start = [], []
-    policy.model.register_forward_pre_hook(lambda *_: start.append(time.perf_counter()))
-    policy.model.register_forward_hook(lambda *_: spent.append(time.perf_counter() - start.pop()))
-    return spent
+@contextlib.contextmanager
+def timed_forward(policy: Policy):
+    """Seconds spent inside the model's forward pass (`final_action`), appended to the yielded list."""
+    model, spent = policy.model, []
+
+    def final_action(*args, **kwargs):
+        start = time.perf_counter()
+        out = type(model).final_action(model, *args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return out
+
+    model.final_action = final_action
+    try:
+        yield spent
+    finally:
+        del model.final_action
 
 
 def env_floor(seeds: list[int], lengths: np.ndarray) -> float:
-    """The same env steps in the same lockstep loop with a free policy (zero actions)."""
-    from dtrepro.collect.rollout import make_env
-
-    envs = [make_env(ENV) for _ in seeds]
-    for env, s in zip(envs, seeds, strict=True):
-        env.reset(seed=s)
-    action = np.zeros(envs[0].action_space.shape, dtype=np.float32)
-    start = time.perf_counter()
-    for t in range(int(lengths.max())):
-        for env, n in zip(envs, lengths, strict=True):
-            if t < n:
-                env.step(action)
-    return time.perf_counter() - start
+    """The same env steps with the same `EnvBatch` as evaluation, under a free policy (zero actions)."""
+    with EnvBatch(ENV, len(seeds)) as envs:
+        envs.reset(seeds)
+        actions = np.zeros((len(seeds), envs.act_dim), dtype=np.float32)
+        start = time.perf_counter()
+        for t in range(int(lengths.max())):
+            live = np.flatnonzero(lengths > t)
+            envs.step(live, actions[live])
+        return time.perf_counter() - start
 
 
 def forward_ms(policy: Policy, batch: int, k: int, reps: int = 200) -> float:
@@ -91,10 +99,10 @@ def forward_ms(policy: Policy, batch: int, k: int, reps: int = 200) -> float:
 
 
 def compare(policy: Policy, label: str, seeds: list[int]) -> None:
-    spent = timed_forward(policy)
-    start = time.perf_counter()
-    together = run_episodes(policy, ENV, seeds, TARGET)
-    batched = time.perf_counter() - start
+    with timed_forward(policy) as spent:
+        start = time.perf_counter()
+        together = run_episodes(policy, ENV, seeds, TARGET)
+        batched = time.perf_counter() - start
     forward = sum(spent)
     start = time.perf_counter()
     alone = run_episodes_one_by_one(policy, ENV, seeds, TARGET)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from dtrepro.collect.rollout import make_env
+from dtrepro.envbatch import EnvBatch
 from dtrepro.errors import DtreproError
 from dtrepro.evaluate import EvalParams, Policy, evaluate_checkpoints, run_episodes, run_episodes_one_by_one
 from dtrepro.model import DecisionTransformer, ModelConfig
@@ -76,10 +78,37 @@ def test_batched_evaluation_gives_exactly_the_one_by_one_returns(context_len, am
     assert len(set(together.lengths)) > 1  # episodes leave the batch at different steps
     np.testing.assert_array_equal(together.returns, alone.returns)
     np.testing.assert_array_equal(together.lengths, alone.lengths)
-    again = run_episodes(policy, "Hopper-v4", seeds, targets)
+    again = run_episodes(policy, "Hopper-v4", seeds, targets, threads=3)  # the envs stepped on 3 threads
     np.testing.assert_array_equal(together.returns, again.returns)
     other = run_episodes(policy, "Hopper-v4", [s + 50 for s in seeds], targets)
     assert not np.array_equal(together.returns, other.returns)
+
+
+def test_env_batch_steps_each_env_as_if_alone_on_any_number_of_threads():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (60, 5, 3))
+    which = np.array([0, 2, 3, 4])  # env 1 sits out: it must not move
+    runs = []
+    for threads in (1, 2, 3):
+        with EnvBatch("Hopper-v4", 5, threads) as envs:
+            assert envs.threads == threads
+            first = envs.reset(range(10, 15))
+            steps = [envs.step(which, actions[t, which]) for t in range(60)]
+            np.testing.assert_array_equal(envs.envs[1].data.qpos[1:], first[1][:5])  # env 1 has not moved
+            runs.append((first, steps))
+    alone = make_env("Hopper-v4")
+    for row, e in enumerate(which):
+        obs = alone.reset(seed=10 + int(e))[0]
+        np.testing.assert_array_equal(runs[0][0][e], obs)
+        for t in range(60):
+            obs, reward, terminated, _, _ = alone.step(actions[t, e])
+            got = runs[0][1][t]
+            assert np.array_equal(got[0][row], obs) and got[1][row] == reward and got[2][row] == terminated
+    for first, steps in runs[1:]:
+        np.testing.assert_array_equal(first, runs[0][0])
+        for got, want in zip(steps, runs[0][1], strict=True):
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
 
 
 def test_max_steps_truncates_every_episode():

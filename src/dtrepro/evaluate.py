@@ -26,6 +26,7 @@ from tqdm import tqdm
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.collect.rollout import make_env
 from dtrepro.device import autocast_dtype, pick_device
+from dtrepro.envbatch import EnvBatch, available_cores
 from dtrepro.errors import DtreproError
 from dtrepro.model import DecisionTransformer, ModelConfig
 from dtrepro.params import from_section
@@ -103,12 +104,6 @@ def _broadcast_targets(seeds: Sequence[int], targets: float | Sequence[float]) -
     return targets.copy()
 
 
-def _make_envs(policy: Policy, env_id: str, n: int) -> list:
-    envs = [make_env(env_id) for _ in range(n)]
-    policy.check_env(env_id, envs[0].observation_space.shape[0], envs[0].action_space.shape[0])
-    return envs
-
-
 def run_episodes(
     policy: Policy,
     env_id: str,
@@ -116,12 +111,19 @@ def run_episodes(
     targets: float | Sequence[float],
     max_steps: int = 1000,
     progress: bool = False,
+    threads: int | None = None,
 ) -> EpisodeResults:
-    """Run one episode per seed, all together: one forward pass per timestep for all live episodes."""
+    """Run one episode per seed, all together: one forward pass per timestep for all live episodes.
+
+    The envs of a timestep step on `threads` threads. By default that is one per core when the model
+    runs on a GPU, and one in all on CPU, where the forward pass keeps every core busy and its OpenMP
+    workers spin on them between passes, so that env threads would only compete with them.
+    """
     model, device = policy.model.eval(), policy.device
+    if threads is None:
+        threads = 1 if device.type == "cpu" else available_cores()
     cfg, n, k = model.cfg, len(seeds), model.cfg.context_len
     targets = _broadcast_targets(seeds, targets)
-    envs = _make_envs(policy, env_id, n)
     # Each episode's history after K-1 rows of zero padding: the window of step t is rows t .. t+K-1.
     # The episodes start together, so a window's timesteps and padding mask are the same for all of them.
     span = k - 1 + max_steps
@@ -130,44 +132,37 @@ def run_episodes(
     rtg = torch.zeros(n, span, device=device)
     step_of_row = torch.arange(-(k - 1), max_steps, device=device)
     timesteps, mask = step_of_row.clamp(0, cfg.max_timestep - 1), step_of_row >= 0
-    states[:, k - 1] = policy.normalize(
-        np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
-    )
-    rtg[:, k - 1] = torch.as_tensor(targets, dtype=torch.float32, device=device) / policy.return_scale
     returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
     live = np.arange(n)
     rows = slice(None)  # the live episodes' rows of the buffers: all of them until one ends
     bar = tqdm(total=max_steps, desc="evaluate", unit="step", disable=not progress, mininterval=1.0, leave=False)
-    for t in range(max_steps):
-        now, window = t + k - 1, slice(t, t + k)
-        act = policy.act(
-            states[rows, window],
-            actions[rows, window],
-            rtg[rows, window],
-            timesteps[window].expand(len(live), k),
-            mask[window].expand(len(live), k),
-        )
-        actions[rows, now] = act
-        act_np = act.cpu().numpy()
-        obs, rewards, still = [], np.zeros(len(live)), np.zeros(len(live), dtype=bool)
-        for j, e in enumerate(live):
-            o, r, terminated, _, _ = envs[e].step(act_np[j])
-            returns[e] += r
-            lengths[e] += 1
-            rewards[j], still[j] = r, not terminated
-            if not terminated:
-                obs.append(o)
-        bar.update(1)
-        if t + 1 == max_steps or not still.any():
-            break
-        if not still.all():
-            live = live[still]
-            rows = torch.as_tensor(live, device=device)
-        states[rows, now + 1] = policy.normalize(np.stack(obs))
-        rtg[rows, now + 1] = rtg[rows, now] - policy.scaled_rewards(rewards[still])
+    with EnvBatch(env_id, n, threads) as envs:
+        policy.check_env(env_id, envs.obs_dim, envs.act_dim)
+        states[:, k - 1] = policy.normalize(envs.reset(seeds))
+        rtg[:, k - 1] = torch.as_tensor(targets, dtype=torch.float32, device=device) / policy.return_scale
+        for t in range(max_steps):
+            now, window = t + k - 1, slice(t, t + k)
+            act = policy.act(
+                states[rows, window],
+                actions[rows, window],
+                rtg[rows, window],
+                timesteps[window].expand(len(live), k),
+                mask[window].expand(len(live), k),
+            )
+            actions[rows, now] = act
+            obs, rewards, terminated = envs.step(live, act.cpu().numpy())
+            returns[live] += rewards
+            lengths[live] += 1
+            bar.update(1)
+            if t + 1 == max_steps or terminated.all():
+                break
+            still = ~terminated
+            if not still.all():
+                live = live[still]
+                rows = torch.as_tensor(live, device=device)
+            states[rows, now + 1] = policy.normalize(obs[still])
+            rtg[rows, now + 1] = rtg[rows, now] - policy.scaled_rewards(rewards[still])
     bar.close()
-    for env in envs:
-        env.close()
     return EpisodeResults(np.asarray(seeds), targets, returns, lengths)
 
 
@@ -180,7 +175,8 @@ def run_episodes_one_by_one(
     targets = _broadcast_targets(seeds, targets)
     returns, lengths = np.zeros(len(seeds)), np.zeros(len(seeds), dtype=np.int64)
     for i, (seed, target) in enumerate(zip(seeds, targets, strict=True)):
-        env = _make_envs(policy, env_id, 1)[0]
+        env = make_env(env_id)
+        policy.check_env(env_id, env.observation_space.shape[0], env.action_space.shape[0])
         obs, _ = env.reset(seed=int(seed))
         states = policy.normalize(obs[None])
         actions = torch.zeros(0, cfg.act_dim, device=device)

@@ -1,0 +1,66 @@
+"""Many copies of one gymnasium env stepped together, spread over threads.
+
+MuJoCo releases Python's GIL while it simulates, so the envs of one lockstep
+timestep can step in parallel on all cores while the forward pass waits for
+them. Each env is stepped exactly as it would be alone, so results do not
+depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+from dtrepro.collect.rollout import make_env
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class EnvBatch:
+    def __init__(self, env_id: str, n: int, threads: int | None = None):
+        self.envs = [make_env(env_id) for _ in range(n)]
+        self.obs_dim = self.envs[0].observation_space.shape[0]
+        self.act_dim = self.envs[0].action_space.shape[0]
+        self.threads = max(1, min(threads or available_cores(), n))
+        self._pool = ThreadPoolExecutor(self.threads, "env") if self.threads > 1 else None
+
+    def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        """Reset env i with seeds[i]; the first observations (n, obs_dim)."""
+        return np.stack([env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds, strict=True)])
+
+    def step(self, which: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step env which[j] with actions[j]; the observations, rewards and `terminated` flags, row j each."""
+        obs = np.empty((len(which), self.obs_dim))
+        rewards, terminated = np.empty(len(which)), np.empty(len(which), dtype=bool)
+
+        def step_rows(rows: range) -> None:
+            for j in rows:
+                obs[j], rewards[j], terminated[j], _, _ = self.envs[which[j]].step(actions[j])
+
+        if self._pool is None or len(which) < 2:
+            step_rows(range(len(which)))
+        else:
+            bounds = np.linspace(0, len(which), min(self.threads, len(which)) + 1).astype(int)
+            list(self._pool.map(step_rows, (range(a, b) for a, b in itertools.pairwise(bounds))))
+        return obs, rewards, terminated
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        for env in self.envs:
+            env.close()
+
+    def __enter__(self) -> "EnvBatch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
