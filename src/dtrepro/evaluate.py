@@ -99,6 +99,13 @@ class EpisodeResults:
     lengths: np.ndarray
 
 
+def env_threads(device: torch.device) -> int:
+    """Threads for stepping envs: one per core when the model runs on a GPU, one in all on CPU, where
+    the forward pass keeps every core busy and its OpenMP workers spin on them between passes, so
+    that env threads would only compete with them."""
+    return 1 if device.type == "cpu" else available_cores()
+
+
 def _broadcast_targets(seeds: Sequence[int], targets: float | Sequence[float]) -> np.ndarray:
     targets = np.broadcast_to(np.asarray(targets, dtype=np.float64), (len(seeds),))
     return targets.copy()
@@ -115,13 +122,10 @@ def run_episodes(
 ) -> EpisodeResults:
     """Run one episode per seed, all together: one forward pass per timestep for all live episodes.
 
-    The envs of a timestep step on `threads` threads. By default that is one per core when the model
-    runs on a GPU, and one in all on CPU, where the forward pass keeps every core busy and its OpenMP
-    workers spin on them between passes, so that env threads would only compete with them.
+    The envs of a timestep step on `threads` threads, by default `env_threads(device)`.
     """
     model, device = policy.model.eval(), policy.device
-    if threads is None:
-        threads = 1 if device.type == "cpu" else available_cores()
+    threads = threads or env_threads(device)
     cfg, n, k = model.cfg, len(seeds), model.cfg.context_len
     targets = _broadcast_targets(seeds, targets)
     # Each episode's history after K-1 rows of zero padding: the window of step t is rows t .. t+K-1.
