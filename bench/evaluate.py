@@ -107,8 +107,10 @@ def forward_ms(policy: Policy, batch: int, full: bool, reps: int = 200) -> float
     ctx = torch.autocast(device.type, policy.amp_dtype) if policy.amp_dtype else contextlib.nullcontext()
 
     def once():
+        if not full:
+            return policy.act(*window)  # under the policy's own autocast
         with ctx:
-            return policy.model(*window)[:, -1] if full else policy.act(*window)
+            return policy.model(*window)[:, -1]
 
     with torch.no_grad():
         for _ in range(10):

@@ -8,7 +8,6 @@ depend on the number of threads.
 
 from __future__ import annotations
 
-import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
@@ -49,8 +48,8 @@ class EnvBatch:
         if self._pool is None or len(which) < 2:
             step_rows(range(len(which)))
         else:
-            bounds = np.linspace(0, len(which), min(self.threads, len(which)) + 1).astype(int)
-            list(self._pool.map(step_rows, (range(a, b) for a, b in itertools.pairwise(bounds))))
+            n, parts = len(which), min(self.threads, len(which))
+            list(self._pool.map(step_rows, (range(i * n // parts, (i + 1) * n // parts) for i in range(parts))))
         return obs, rewards, terminated
 
     def close(self) -> None:
