@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
-PROFILE ?= default
+PROFILE ?=
+# a named run (profiles/$(PROFILE).yaml, as the DVC experiment $(PROFILE)), or the workspace's params.yaml as it is
+EXP_RUN = $(if $(PROFILE),$(BIN)/python -m dtrepro.profiles run $(PROFILE),$(BIN)/dvc exp run)
 
 .PHONY: install test test-fast lint repro ablations demo bench docker-build docker-test clean help
 
@@ -11,8 +13,8 @@ help:
 	@echo "make install    create .venv and install the locked dependencies and dtrepro"
 	@echo "make test       run the whole test suite (fast and slow tests)"
 	@echo "make test-fast  skip the slow end-to-end tests"
-	@echo "make demo       the offline quickstart on a CPU: dvc repro with the demo profile"
-	@echo "make repro      dvc repro with PROFILE=<name> (profiles/*.yaml; default: params.yaml as is)"
+	@echo "make demo       the offline quickstart on a CPU: the named run 'demo' (a DVC experiment)"
+	@echo "make repro      dvc exp run; PROFILE=<name> runs profiles/<name>.yaml as the experiment <name>"
 	@echo "make ablations  train and evaluate the study (targets, context lengths, seeds) and write results/"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make lint       ruff and hadolint"
@@ -39,15 +41,15 @@ lint: install
 	$(BIN)/hadolint Dockerfile
 
 repro: install
-	$(BIN)/python -m dtrepro.profiles run $(PROFILE) -- dvc repro
+	$(EXP_RUN)
 
 # The study of params.yaml (study.*, eval.targets): every train@K-S and evaluate@K-S stage, then the report.
 ablations: install
-	$(BIN)/python -m dtrepro.profiles run $(PROFILE) -- dvc repro report
+	$(EXP_RUN) report
 	@echo "ablations: tables results/ablations.md, metrics results/ablations.json, plots results/plots/*.png"
 
 demo: install
-	$(BIN)/python -m dtrepro.profiles run demo -- dvc repro
+	$(BIN)/python -m dtrepro.profiles run demo
 	@echo "demo: tables results/ablations.md, plots results/plots/*.png, metrics results/ablations.json and reports/ (dvc metrics show); checkpoints models/k<K>-seed<S>/"
 
 bench: install

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from dtrepro.collect.collect import CollectParams, collect, noisy
+from dtrepro.collect.dataset import CollectParams, collect, noisy
 from dtrepro.profiles import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def reference_rate(policy, env_id: str, steps: int = 20_000) -> float:
 
 
 def main() -> None:
-    params = CollectParams.from_dict(resolve(ROOT, "demo", [])["collect"])
+    params = CollectParams.from_params(resolve(ROOT, "demo", []))
     start = time.perf_counter()
     data, behaviour, rate = collect(params)
     total = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""What the benchmarks share: a large Hopper-like dataset built from real Hopper-v4 rows."""
+"""What the benchmarks share: a large Hopper-like dataset built from real Hopper-v4 rows, the paper preset."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' Hopper data and reference evaluation
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl  # noqa: E402
 from dtrepro.data.repair import RepairParams, repair_file  # noqa: E402
+from dtrepro.profiles import resolve  # noqa: E402
+from dtrepro.train import TrainParams  # noqa: E402
 
 from hopper import concatenate, hopper_dataset  # noqa: E402
 
@@ -29,5 +32,13 @@ def clean_hopper_file(folder: Path, rows: int) -> tuple[Path, D4RLData]:
     """`hopper_like(rows)` written to `folder` and repaired: the clean file a training run reads, and the data."""
     data, _ = hopper_like(rows)
     write_d4rl(folder / "raw.hdf5", data)
-    repair_file(folder / "raw.hdf5", folder / "clean.hdf5", folder / "repair.json", RepairParams())
+    rules = RepairParams.from_params(ROOT / "params.yaml")
+    repair_file(folder / "raw.hdf5", folder / "clean.hdf5", folder / "repair.json", rules)
     return folder / "clean.hdf5", data
+
+
+def paper_params(**train) -> TrainParams:
+    """The `paper` named run's model and train params, with some train values replaced."""
+    values = resolve(ROOT, "paper", [])
+    values["train"].update(device="cpu", **train)
+    return TrainParams.from_params(values)

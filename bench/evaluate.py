@@ -33,29 +33,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from dtrepro.device import pick_device
 from dtrepro.envbatch import EnvBatch
-from dtrepro.evaluate import Policy, env_threads, policy_from_checkpoint, run_episodes, run_episodes_one_by_one
-from dtrepro.train import TrainConfig, Trainer
+from dtrepro.episodes import env_threads, run_episodes
+from dtrepro.policy import Policy, policy_from_checkpoint
+from dtrepro.runs import Run
+from dtrepro.train import train
 
-from common import clean_hopper_file
+from common import clean_hopper_file, paper_params
+from reference import run_episodes_one_by_one
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV, EPISODES, TARGET = "Hopper-v4", 20, 3600.0
 
 
 def trained_paper_model(tmp: Path, steps: int) -> Policy:
-    preset = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())
     clean, _ = clean_hopper_file(tmp, 100_000)
-    train = {**preset["train"], "device": "cpu", "steps": steps, "warmup_steps": 50, "lr": 6e-4}
-    train.update(eval_every=10**9, checkpoint_every=10**9)
-    cfg = TrainConfig.from_params(preset["model"], train, context_len=20, seed=0)
-    trainer = Trainer(cfg, clean, tmp / "m", tmp / "log.tsv", "bench")
-    for _ in range(steps):
-        trainer.train_step()
-    return Policy(trainer.model.eval(), trainer.data.state_mean, trainer.data.state_std, cfg.return_scale)
+    chosen = paper_params(steps=steps, warmup_steps=50, lr=6e-4, eval_every=10**9, eval_episodes=1)
+    train(chosen, Run(20, 0), clean, tmp / "m", tmp / "log.tsv", tmp / "train.json")
+    return policy_from_checkpoint(tmp / "m" / "last.pt")[0]
 
 
 def synchronize(device: torch.device) -> None:
@@ -84,7 +81,7 @@ def timed_forward(policy: Policy):
 
 def env_floor(seeds: list[int], lengths: np.ndarray, threads: int) -> float:
     """The same env steps with the same `EnvBatch` as evaluation, under a free policy (zero actions)."""
-    with EnvBatch(ENV, len(seeds), threads) as envs:
+    with EnvBatch(ENV, len(seeds), 1000, threads) as envs:
         envs.reset(seeds)
         actions = np.zeros((len(seeds), envs.act_dim), dtype=np.float32)
         start = time.perf_counter()

@@ -19,7 +19,9 @@ from dtrepro.data.boundaries import BoundaryRules, find_boundaries
 from dtrepro.data.d4rl import write_d4rl
 from dtrepro.data.repair import RepairParams, repair_file
 
-from common import hopper_like
+from common import ROOT, hopper_like
+
+RULES = RepairParams.from_params(ROOT / "params.yaml")
 
 ROWS = 1_000_000
 TARGET_S = 10.0
@@ -59,7 +61,9 @@ def main() -> None:
         raw = Path(tmp) / "raw.hdf5"
         write_d4rl(raw, data)
         t0 = time.perf_counter()
-        report = repair_file(raw, Path(tmp) / "clean.hdf5", Path(tmp) / "repair.json", RepairParams())
+        report = repair_file(
+            raw, Path(tmp) / "clean.hdf5", Path(tmp) / "repair.json", RepairParams.from_params(ROOT / "params.yaml")
+        )
         total = time.perf_counter() - t0
     print(
         f"repair_file (read + validate + boundaries + write + report): {total:.2f} s for {ROWS:,} rows "
@@ -70,7 +74,7 @@ def main() -> None:
         f"by reset state {report['boundaries_reset_state']:,}, terminal flag {report['boundaries_terminal_flag']:,}"
     )
 
-    rules = RepairParams()
+    rules = RULES
     obs, term = data.arrays["observations"], data.arrays["terminals"]
     t0 = time.perf_counter()
     found = find_boundaries(obs, term, None, rules)

@@ -1,35 +1,29 @@
 """source stage, data.source: download -- fetch the D4RL dataset that params name, resumably, and check it.
 
-Reads  params.yaml data.{dataset,url,sha256,retries,timeout_s,give_up_after_s}
-Writes data/raw.hdf5 (D4RL layout) and data/raw.hdf5.sha256 (its hash),
-       models/behaviour.json (what is known of the policy that made the data),
-       reports/source.json (metrics)
-A dropped download leaves data/raw.hdf5.part, which the next run resumes.
+Reads  params.yaml data.*
+Writes --output (D4RL layout) and <output>.sha256 (its hash), --policy (what is known of the
+       policy that made the data), --metrics (JSON: URL, size, hash, whether it was checked)
+A dropped download leaves <output>.part, which the next run resumes.
 """
 
 import argparse
-from dataclasses import replace
 
 from dtrepro.data.download import DownloadParams, download_to_files
 from dtrepro.errors import run_stage
-from dtrepro.params import section
+from dtrepro.params import add_params_argument
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", help="params file (default: ./params.yaml if present)")
-    parser.add_argument("--dataset", help="D4RL dataset name, e.g. hopper-medium-v2 (overrides data.dataset)")
-    parser.add_argument("--url", help="http(s)://, file:// URL or local path (overrides data.url)")
-    parser.add_argument("--sha256", help="expected SHA-256 of the file (overrides data.sha256)")
-    parser.add_argument("--output", default="data/raw.hdf5", help="where to write (default: data/raw.hdf5)")
-    parser.add_argument("--policy", default="models/behaviour.json", help="(default: models/behaviour.json)")
-    parser.add_argument("--metrics", default="reports/source.json", help="(default: reports/source.json)")
+    add_params_argument(parser)
+    parser.add_argument("--output", required=True, help="the dataset, e.g. data/raw.hdf5")
+    parser.add_argument("--policy", required=True, help="e.g. models/behaviour.json")
+    parser.add_argument("--metrics", required=True, help="e.g. reports/source.json")
     args = parser.parse_args(argv)
-    params = DownloadParams.from_dict(section(args.params, "data"))
-    given = {k: getattr(args, k) for k in ("dataset", "url", "sha256") if getattr(args, k)}
-    params = replace(params, **given)
+    params = DownloadParams.from_params(args.params)
     result = download_to_files(params, args.output, args.policy, args.metrics)
-    print(f"download: {result['url']} -> {args.output} (sha256 {result['sha256']})")
+    checked = "checked" if result["sha256_checked"] else "NOT checked (data.check_sha256: false)"
+    print(f"download: {result['url']} -> {args.output} (sha256 {result['sha256']}, {checked})")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,25 @@
 """repair stage: find every episode boundary of a raw D4RL file and write a clean copy with a report.
 
-Reads  data/raw.hdf5 (D4RL v0, v1 or v2 layout); params.yaml repair.*
-Writes data/clean.hdf5 (every episode ends on exactly one terminals/timeouts row)
-       reports/repair.json (boundaries found and how, rows changed and why, episode statistics)
+Reads  --input (D4RL v0, v1 or v2 layout); params.yaml repair.*
+Writes --output (every episode ends on exactly one terminals/timeouts row)
+       --report (JSON: boundaries found and how, rows changed and why, episode statistics)
 """
 
 import argparse
 
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import run_stage
-from dtrepro.params import section
+from dtrepro.params import add_params_argument
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", help="params file (default: ./params.yaml if present)")
-    parser.add_argument("--input", default="data/raw.hdf5", help="raw D4RL file (default: data/raw.hdf5)")
-    parser.add_argument("--output", default="data/clean.hdf5", help="clean file (default: data/clean.hdf5)")
-    parser.add_argument("--report", default="reports/repair.json", help="JSON report (default: reports/repair.json)")
+    add_params_argument(parser)
+    parser.add_argument("--input", required=True, help="raw D4RL file, e.g. data/raw.hdf5")
+    parser.add_argument("--output", required=True, help="clean file, e.g. data/clean.hdf5")
+    parser.add_argument("--report", required=True, help="JSON report, e.g. reports/repair.json")
     args = parser.parse_args(argv)
-    params = RepairParams.from_dict(section(args.params, "repair"))
+    params = RepairParams.from_params(args.params)
     report = repair_file(args.input, args.output, args.report, params)
     found = ", ".join(f"{k[len('boundaries_') :]} {v}" for k, v in report.items() if k.startswith("boundaries_") and v)
     print(

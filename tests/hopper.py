@@ -37,11 +37,14 @@ def hopper_dataset() -> tuple[D4RLData, np.ndarray, np.ndarray]:
     lengths with a flag, and three pieces joined where an episode was cut by the
     end of its piece with no flag at all (as the trailing episode of a D4RL file is).
     """
+    steady = [  # episodes cut by time limits of several lengths, each flagged as a timeout
+        rollout("Hopper-v4", pd_policy(0), n, seed=i, max_episode_steps=n) for i, n in enumerate((1000, 137, 1000, 411))
+    ]
     parts = [
-        rollout("Hopper-v4", pd_policy(0), 3700, seed=0, episode_limits=[1000, 137, 1000, 411, 53], flag_last=False),
+        concatenate(steady + [rollout("Hopper-v4", pd_policy(0), 53, seed=4, max_episode_steps=1000, flag_last=False)]),
         rollout("Hopper-v4", pd_policy(1, drive=1.0), 301, seed=1, flag_last=False),
         rollout("Hopper-v4", random_policy(2), 433, seed=2, flag_last=False),
-        rollout("Hopper-v4", pd_policy(3, drive=0.3), 1200, seed=3, episode_limits=1000, flag_last=False),
+        rollout("Hopper-v4", pd_policy(3, drive=0.3), 1200, seed=3, max_episode_steps=1000, flag_last=False),
     ]
     data = concatenate(parts)
     terminals = data.arrays["terminals"].copy()

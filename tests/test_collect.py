@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import h5py
 import numpy as np
 import pytest
 
 from dtrepro.collect.ars import LinearPolicy
-from dtrepro.collect.collect import CollectParams, collect_to_files
+from dtrepro.collect.dataset import CollectParams, collect_to_files
 from dtrepro.data.d4rl import read_d4rl
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
 from dtrepro.scores import normalized_score
 
+from helpers import params
+
 # Seconds: training must raise the score from about 11 (the untrained policy) into the band.
-TINY = CollectParams(steps=4000, band_low=14, band_high=100, max_steps=300_000, eval_episodes=2)
+TINY_VALUES = {"steps": 4000, "band_low": 14, "band_high": 100, "max_steps": 300_000, "eval_episodes": 2}
+TINY = CollectParams.from_params(params(collect=TINY_VALUES))
 
 
 def collect_into(tmp_path, params, name="raw"):
@@ -44,7 +46,7 @@ def test_training_reaches_the_band_and_metrics_say_so(tiny):
 
 def test_collected_file_passes_repair_unchanged(tiny, tmp_path):
     _, (raw, _, _) = tiny
-    report = repair_file(raw, tmp_path / "clean.hdf5", tmp_path / "repair.json", RepairParams())
+    report = repair_file(raw, tmp_path / "clean.hdf5", tmp_path / "repair.json", RepairParams.from_params(params()))
     assert report["rows_changed_timeouts_added"] == report["rows_changed_timeouts_removed"] == 0
     assert report["rows_changed_actions_clipped"] == 0 and report["rows_dropped"] == 0
     assert report["boundaries_reset_state"] == report["boundaries_next_observations"] == 0
@@ -78,17 +80,17 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tmp_path):
     again, (raw, _, _) = collect_into(tmp_path, TINY, "again")
     assert again["sha256"] == result["sha256"]
     assert (tmp_path / "again.hdf5.sha256").read_text().split()[0] == result["sha256"]
-    other, _ = collect_into(tmp_path, replace(TINY, seed=1), "other")
+    other, _ = collect_into(tmp_path, TINY.model_copy(update={"seed": 1}), "other")
     assert other["sha256"] != result["sha256"]
 
 
 def test_v0_layout_repairs_to_exactly_the_v2_boundaries(tiny, tmp_path):
     _, (raw, _, _) = tiny
-    _, (raw_v0, _, _) = collect_into(tmp_path, replace(TINY, layout="v0"), "v0")
+    _, (raw_v0, _, _) = collect_into(tmp_path, TINY.model_copy(update={"layout": "v0"}), "v0")
     with h5py.File(raw_v0, "r") as f:
         assert "timeouts" not in f and "infos" not in f
-    v2 = repair_file(raw, tmp_path / "v2-clean.hdf5", tmp_path / "v2.json", RepairParams())
-    v0 = repair_file(raw_v0, tmp_path / "v0-clean.hdf5", tmp_path / "v0.json", RepairParams())
+    v2 = repair_file(raw, tmp_path / "v2-clean.hdf5", tmp_path / "v2.json", RepairParams.from_params(params()))
+    v0 = repair_file(raw_v0, tmp_path / "v0-clean.hdf5", tmp_path / "v0.json", RepairParams.from_params(params()))
     a, b = read_d4rl(tmp_path / "v2-clean.hdf5").arrays, read_d4rl(tmp_path / "v0-clean.hdf5").arrays
     np.testing.assert_array_equal(a["terminals"], b["terminals"])
     np.testing.assert_array_equal(a["timeouts"], b["timeouts"])
@@ -97,16 +99,21 @@ def test_v0_layout_repairs_to_exactly_the_v2_boundaries(tiny, tmp_path):
 
 
 def test_unreachable_band_is_an_error_not_a_weak_policy(tmp_path):
-    params = replace(TINY, band_low=95, max_steps=20_000)
+    hard = CollectParams.from_params(params(collect={**TINY_VALUES, "band_low": 95, "max_steps": 20_000}))
     with pytest.raises(DtreproError, match=r"did not reach the score band \[95, 100\] within collect.max_steps=20000"):
-        collect_into(tmp_path, params)
+        collect_into(tmp_path, hard)
     assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
     "bad, message",
-    [({"layout": "v3"}, "collect.layout"), ({"band_low": 70, "band_high": 60}, "band"), ({"seeds": 1}, "Unknown")],
+    [
+        ({"layout": "v3"}, "collect.layout is 'v3'"),
+        ({"band_low": 70, "band_high": 60}, "do not make a band"),
+        ({"seeds": 1}, "collect.seeds is not a parameter"),
+        ({"action_noise": 0}, "collect.action_noise is 0"),
+    ],
 )
 def test_bad_collect_params(bad, message):
     with pytest.raises(DtreproError, match=message):
-        CollectParams.from_dict(bad)
+        CollectParams.from_params({"collect": {**params()["collect"], **bad}})

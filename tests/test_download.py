@@ -13,18 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
-from dtrepro.data.d4rl import dataset_url
+from dtrepro.data.d4rl import dataset_file, dataset_url
 from dtrepro.data.download import DownloadParams, download
 from dtrepro.errors import DtreproError
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, params
 
 
 @dataclass
 class Server:
     payload: bytes
     drop_after: int | None = None  # close the first full response after this many bytes
+    range_reply: str = "right"  # how a Range request is answered: right, from_zero, early, bad_header, whole
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     url: str = ""
 
@@ -49,16 +51,28 @@ def server(hopper_file):
                 return self._send(200, b"<html><body>moved</body></html>", "application/octet-stream")
             if self.path == "/flaky.hdf5":
                 return self._send(503, b"busy", "text/plain") if len(state.requests) == 1 else self._range(rng)
+            if self.path == "/trickle.hdf5":  # one byte every 0.3 s: never a read time-out, never done
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(state.payload)))
+                self.end_headers()
+                for byte in state.payload[:40]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.3)
+                return None
             return self._range(rng)
 
         def _range(self, rng):
-            start = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
-            body = state.payload[start:]
-            self.send_response(206 if rng else 200)
+            asked = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
+            start = {"from_zero": 0, "early": max(0, asked - 4096)}.get(state.range_reply, asked)
+            partial = rng is not None and state.range_reply != "whole"
+            body = state.payload[start:] if partial else state.payload
+            self.send_response(206 if partial else 200)
             self.send_header("Content-Type", "application/x-hdf5")
             self.send_header("Content-Length", str(len(body)))
-            if rng:
-                self.send_header("Content-Range", f"bytes {start}-{len(state.payload) - 1}/{len(state.payload)}")
+            if partial:  # bad_header: the body starts at the offset, the header says one byte later
+                claimed = start + (state.range_reply == "bad_header")
+                self.send_header("Content-Range", f"bytes {claimed}-{len(state.payload) - 1}/{len(state.payload)}")
             self.end_headers()
             if state.drop_after is not None and not rng:
                 self.wfile.write(body[: state.drop_after])
@@ -84,7 +98,9 @@ def server(hopper_file):
 
 
 def fast(url: str, **kw) -> DownloadParams:
-    return DownloadParams(url=url, retries=3, timeout_s=2, give_up_after_s=5, **kw)
+    """A quick-failing download of a test file (not D4RL's, so its published hash is not checked)."""
+    values = {"url": url, "retries": 3, "timeout_s": 2, "give_up_after_s": 5, "check_sha256": False, **kw}
+    return DownloadParams.from_params(params(data=values))
 
 
 def assert_nothing_left(out: Path):
@@ -129,11 +145,59 @@ def test_server_error_is_retried(server, tmp_path):
 
 def test_checksum_match_and_mismatch(server, tmp_path):
     good = hashlib.sha256(server.payload).hexdigest()
-    download(fast(f"{server.url}/hopper.hdf5", sha256=good.upper()), tmp_path / "ok.hdf5")
+    download(fast(f"{server.url}/hopper.hdf5", sha256=good.upper(), check_sha256=True), tmp_path / "ok.hdf5")
     out = tmp_path / "raw.hdf5"
-    with pytest.raises(DtreproError, match=r"SHA-256 .* but data.sha256 expects 0{64}"):
-        download(fast(f"{server.url}/hopper.hdf5", sha256="0" * 64), out)
+    with pytest.raises(DtreproError, match=rf"SHA-256 {good}, but data.sha256 is 0{{64}}"):
+        download(fast(f"{server.url}/hopper.hdf5", sha256="0" * 64, check_sha256=True), out)
     assert_nothing_left(out)
+
+
+def test_the_published_size_and_hash_are_checked_by_default(server, tmp_path):
+    """data.dataset hopper-medium-v2 from a mirror that serves another file: refused, naming both."""
+    out = tmp_path / "raw.hdf5"
+    with pytest.raises(DtreproError) as info:
+        download(fast(f"{server.url}/hopper.hdf5", check_sha256=True), out)
+    message = str(info.value)
+    assert f"{len(server.payload):,} bytes, but hopper-medium-v2 has 152,756,557" in message
+    assert "data.check_sha256: false" in message
+    assert_nothing_left(out)
+    digest = download(fast(f"{server.url}/hopper.hdf5", check_sha256=False), out)  # turned off: accepted
+    assert digest == hashlib.sha256(server.payload).hexdigest()
+
+
+def test_every_published_v2_file_has_a_size_and_a_hash():
+    for env in ("hopper", "halfcheetah", "walker2d"):
+        for kind in ("random", "medium", "medium-replay", "medium-expert", "expert"):
+            file = dataset_file(f"{env}-{kind}-v2")
+            assert file.bytes > 10_000_000 and len(file.sha256) == 64, file
+    assert dataset_file("hopper-medium-v2").sha256.startswith("5bdf1bc4a713")
+
+
+@pytest.mark.parametrize("reply", ["from_zero", "early", "bad_header"])
+def test_a_206_that_does_not_start_at_the_offset_restarts_cleanly(server, tmp_path, reply):
+    server.range_reply = reply
+    out = tmp_path / "raw.hdf5"
+    out.with_name("raw.hdf5.part").write_bytes(server.payload[:12345])
+    download(fast(f"{server.url}/hopper.hdf5"), out)
+    assert out.read_bytes() == server.payload  # never the wrong bytes appended
+    assert server.requests[0] == ("/hopper.hdf5", "bytes=12345-") and server.requests[-1][1] is None
+
+
+def test_a_200_to_a_range_request_restarts_from_byte_0(server, tmp_path):
+    server.range_reply = "whole"
+    out = tmp_path / "raw.hdf5"
+    out.with_name("raw.hdf5.part").write_bytes(server.payload[:12345])
+    download(fast(f"{server.url}/hopper.hdf5"), out)
+    assert out.read_bytes() == server.payload and len(server.requests) == 1
+
+
+def test_a_trickling_server_meets_the_overall_deadline(server, tmp_path):
+    out = tmp_path / "raw.hdf5"
+    start = time.monotonic()
+    with pytest.raises(DtreproError, match=r"took longer than data.deadline_s=2 s"):
+        download(fast(f"{server.url}/trickle.hdf5", deadline_s=2), out)
+    assert time.monotonic() - start < 6
+    assert not out.exists() and not out.with_name("raw.hdf5.sha256").exists()
 
 
 def test_404_fails_at_once_with_the_url(server, tmp_path):
@@ -160,7 +224,7 @@ def test_no_listener_fails_within_30_s_with_advice(tmp_path):
     out = tmp_path / "raw.hdf5"
     start = time.monotonic()
     with pytest.raises(DtreproError) as info:
-        download(DownloadParams(url=url), out)  # the defaults of params.yaml
+        download(DownloadParams.from_params(params(data={"url": url})), out)  # the defaults of params.yaml
     assert time.monotonic() - start < 30
     message = str(info.value)
     assert url in message and "data.url" in message and "data.source: collect" in message
@@ -171,7 +235,7 @@ def test_no_listener_fails_within_30_s_with_advice(tmp_path):
 def test_local_path_and_file_url(hopper_file, tmp_path, form):
     url = str(hopper_file) if form == "path" else hopper_file.as_uri()
     out = tmp_path / "raw.hdf5"
-    download(DownloadParams(url=url), out)
+    download(fast(url), out)
     assert out.read_bytes() == hopper_file.read_bytes()
 
 
@@ -188,8 +252,11 @@ def test_dataset_names_map_to_d4rl_urls():
 
 def test_stage_script_reports_one_paragraph_and_exit_2(server, tmp_path):
     out = tmp_path / "raw.hdf5"
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params(data={"url": f"{server.url}/missing.hdf5"})))
+    outputs = ["--output", str(out), "--policy", str(tmp_path / "p.json"), "--metrics", str(tmp_path / "m.json")]
     proc = subprocess.run(
-        [sys.executable, "stages/download.py", "--url", f"{server.url}/missing.hdf5", "--output", str(out)],
+        [sys.executable, "stages/download.py", "--params", str(params_path), *outputs],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from dtrepro.collect.rollout import make_env
 from dtrepro.envbatch import EnvBatch
+from dtrepro.envs import make_env
+from dtrepro.episodes import run_episodes
 from dtrepro.errors import DtreproError
-from dtrepro.evaluate import EvalParams, Policy, evaluate_checkpoints, run_episodes, run_episodes_one_by_one
+from dtrepro.eval_spec import EvalParams
+from dtrepro.evaluate import evaluate_checkpoints
 from dtrepro.model import DecisionTransformer, ModelConfig
+from dtrepro.policy import Policy
 from dtrepro.scores import normalized_score, return_for_score
 from dtrepro.stats import bootstrap_ci
 
-from conftest import ROOT, run
+from helpers import ROOT, params, run
+from reference import run_episodes_one_by_one
 
 RECORD_FIELDS = {
     "return_mean",
@@ -63,7 +67,10 @@ def test_bootstrap_ci_against_hand_worked_values():
 def toy_policy(context_len: int, state_dim: int = 11, amp=None) -> Policy:
     """An untrained model with strong state weights: episodes of different lengths, actions that matter."""
     torch.manual_seed(context_len)
-    model = DecisionTransformer(ModelConfig(state_dim, 3, 32, 2, 2, context_len, dropout=0.1))
+    cfg = ModelConfig(
+        state_dim=state_dim, act_dim=3, embed_dim=32, layers=2, heads=2, context_len=context_len, dropout=0.1
+    )
+    model = DecisionTransformer(cfg)
     with torch.no_grad():
         model.embed_state.weight.mul_(50)
     return Policy(model, np.zeros(state_dim), np.ones(state_dim), 1000.0, amp)
@@ -90,20 +97,22 @@ def test_env_batch_steps_each_env_as_if_alone_on_any_number_of_threads():
     which = np.array([0, 2, 3, 4])  # env 1 sits out: it must not move
     runs = []
     for threads in (1, 2, 3):
-        with EnvBatch("Hopper-v4", 5, threads) as envs:
+        with EnvBatch("Hopper-v4", 5, 1000, threads) as envs:
             assert envs.threads == threads
             first = envs.reset(range(10, 15))
             steps = [envs.step(which, actions[t, which]) for t in range(60)]
-            np.testing.assert_array_equal(envs.envs[1].data.qpos[1:], first[1][:5])  # env 1 has not moved
+            np.testing.assert_array_equal(envs.envs[1].unwrapped.data.qpos[1:], first[1][:5])  # env 1 has not moved
             runs.append((first, steps))
-    alone = make_env("Hopper-v4")
+    alone = make_env("Hopper-v4", 1000)
     for row, e in enumerate(which):
         obs = alone.reset(seed=10 + int(e))[0]
         np.testing.assert_array_equal(runs[0][0][e], obs)
         for t in range(60):
-            obs, reward, terminated, _, _ = alone.step(actions[t, e])
+            obs, reward, terminated, truncated, _ = alone.step(actions[t, e])
             got = runs[0][1][t]
-            assert np.array_equal(got[0][row], obs) and got[1][row] == reward and got[2][row] == terminated
+            assert (
+                np.array_equal(got[0][row], obs) and got[1][row] == reward and got[2][row] == (terminated or truncated)
+            )
     for first, steps in runs[1:]:
         np.testing.assert_array_equal(first, runs[0][0])
         for got, want in zip(steps, runs[0][1], strict=True):
@@ -111,7 +120,7 @@ def test_env_batch_steps_each_env_as_if_alone_on_any_number_of_threads():
                 np.testing.assert_array_equal(a, b)
 
 
-def test_max_steps_truncates_every_episode():
+def test_the_time_limit_truncates_every_episode():
     result = run_episodes(toy_policy(5), "Hopper-v4", [0, 1, 2], 3600.0, max_steps=7)
     assert result.lengths.tolist() == [7, 7, 7]
 
@@ -148,8 +157,8 @@ def checkpoints(tmp_path):
 
 
 def test_metrics_schema_is_stable_and_matches_the_episode_rows(checkpoints, tmp_path):
-    params = EvalParams(episodes=3, targets=(3600.0, 400.0), max_steps=300, bootstrap_resamples=500)
-    metrics = evaluate_checkpoints(checkpoints, params, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
+    chosen = eval_params(episodes=3, targets=[3600.0, 400.0], max_steps=300, bootstrap_resamples=500)
+    metrics = evaluate_checkpoints(checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     expected = {"env_id", "episodes", "seed", "context_len", "train_seed", "last.step", "best.step"}
     expected |= {f"{c}.target_{t}.{f}" for c in ("last", "best") for t in (3600, 400) for f in RECORD_FIELDS}
@@ -173,8 +182,8 @@ def test_metrics_schema_is_stable_and_matches_the_episode_rows(checkpoints, tmp_
 
 
 def test_hopper_v5_by_param(checkpoints, tmp_path):
-    params = EvalParams(env_id="Hopper-v5", episodes=2, targets=(3600.0,), max_steps=50, bootstrap_resamples=100)
-    metrics = evaluate_checkpoints(checkpoints, params, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
+    chosen = eval_params(env_id="Hopper-v5", episodes=2, targets=[3600.0], max_steps=50, bootstrap_resamples=100)
+    metrics = evaluate_checkpoints(checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
     assert metrics["env_id"] == "Hopper-v5" and metrics["last.target_3600.episodes"] == 2
 
 
@@ -203,6 +212,5 @@ def test_stage_refuses_a_checkpoint_for_another_env(tmp_path):
     assert not out.exists() and not (tmp_path / "e.csv").exists()
 
 
-def test_unknown_eval_param_is_refused():
-    with pytest.raises(DtreproError, match="Unknown eval param"):
-        EvalParams.from_dict({"episode": 20})
+def eval_params(**values) -> EvalParams:
+    return EvalParams.from_params(params(eval=values))

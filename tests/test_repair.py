@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 
 from dtrepro.collect.rollout import rollout
-from dtrepro.data.boundaries import BoundaryRules, find_boundaries, split_long_episodes
+from dtrepro.data.boundaries import find_boundaries, split_long_episodes
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, read_d4rl
 from dtrepro.data.repair import RepairParams, repair_dataset, repair_file
 from dtrepro.errors import DtreproError
 
+from helpers import params
 from hopper import pd_policy, without_timeouts_at
+
+REPAIR = RepairParams.from_params(params())
 
 
 def ends(terminals, timeouts):
@@ -31,7 +34,7 @@ def assert_exact(clean: D4RLData, terminals, timeouts):
 
 def test_v2_layout_keeps_flags_and_marks_only_the_cut_ends(hopper):
     data, terminals, timeouts = hopper
-    clean, report = repair_dataset(data, RepairParams())
+    clean, report = repair_dataset(data, REPAIR)
     assert_exact(clean, terminals, timeouts)
     flagged = int((data.arrays["terminals"] | data.arrays["timeouts"]).sum())
     assert report["boundaries_terminal_flag"] + report["boundaries_timeout_flag"] == flagged
@@ -48,7 +51,7 @@ def test_v0_copy_recovers_exactly_the_v2_boundaries(hopper):
     data, terminals, timeouts = hopper
     v0 = as_v0_layout(data)
     assert set(v0.arrays) == {"observations", "actions", "rewards", "terminals"}
-    clean, report = repair_dataset(v0, RepairParams())
+    clean, report = repair_dataset(v0, REPAIR)
     assert_exact(clean, terminals, timeouts)
     assert report["layout"].startswith("v0")
     assert report["boundaries_timeout_flag"] == 0
@@ -60,7 +63,7 @@ def test_unflagged_cuts_at_odd_lengths_found_from_qpos_continuity(hopper):
     data, terminals, timeouts = hopper
     arrays = {k: v for k, v in data.arrays.items() if k != "next_observations"}
     stripped = without_timeouts_at(D4RLData(arrays), np.flatnonzero(timeouts))
-    clean, report = repair_dataset(stripped, RepairParams())
+    clean, report = repair_dataset(stripped, REPAIR)
     assert_exact(clean, terminals, timeouts)
     lengths = np.diff(np.concatenate(([-1], ends(terminals, timeouts))))
     assert {53, 137, 411} <= set(lengths.tolist())  # odd cuts really are in the data
@@ -70,16 +73,18 @@ def test_terminal_and_timeout_on_one_row_keeps_the_terminal(hopper):
     data, terminals, _ = hopper
     arrays = dict(data.arrays)
     arrays["timeouts"] = data.arrays["timeouts"] | data.arrays["terminals"]
-    clean, report = repair_dataset(D4RLData(arrays), RepairParams())
+    clean, report = repair_dataset(D4RLData(arrays), REPAIR)
     np.testing.assert_array_equal(clean.arrays["terminals"], terminals)
     assert not (clean.arrays["terminals"] & clean.arrays["timeouts"]).any()
     assert report["rows_changed_timeouts_removed"] == int(terminals.sum())
 
 
 def test_episode_longer_than_the_limit_is_split_not_merged():
-    data = rollout("Hopper-v4", pd_policy(5), 1000, seed=5, episode_limits=1000)
+    data = rollout("Hopper-v4", pd_policy(5), 1000, seed=5, max_episode_steps=1000)
     assert data.arrays["timeouts"][-1] and data.arrays["timeouts"].sum() == 1
-    clean, report = repair_dataset(as_v0_layout(data), RepairParams(max_episode_steps=300))
+    clean, report = repair_dataset(
+        as_v0_layout(data), RepairParams.from_params(params(repair={"max_episode_steps": 300}))
+    )
     np.testing.assert_array_equal(ends(clean.arrays["terminals"], clean.arrays["timeouts"]), [299, 599, 899, 999])
     assert report["boundaries_time_limit"] == 3 and report["boundaries_file_end"] == 1
     assert report["episode_length_max"] == 300
@@ -95,8 +100,8 @@ def test_split_long_episodes_counts_the_limit_without_off_by_one():
 
 
 def test_reset_state_needs_a_physical_break():
-    rules = BoundaryRules()
-    data = rollout("Hopper-v4", pd_policy(6), 40, seed=6, episode_limits=1000)
+    rules = REPAIR
+    data = rollout("Hopper-v4", pd_policy(6), 40, seed=6, max_episode_steps=1000)
     obs = data.arrays["observations"]
     no_flags = np.zeros(len(obs), dtype=bool)
     found = find_boundaries(obs, no_flags, None, rules)
@@ -113,7 +118,7 @@ def test_actions_within_tolerance_are_clipped_and_counted(hopper):
     arrays = dict(data.arrays)
     arrays["actions"] = data.arrays["actions"].copy()
     arrays["actions"][[5, 9], 0] = 1.0004
-    clean, report = repair_dataset(D4RLData(arrays), RepairParams())
+    clean, report = repair_dataset(D4RLData(arrays), REPAIR)
     assert report["rows_changed_actions_clipped"] == 2
     assert clean.arrays["actions"].max() <= 1.0
 
@@ -122,12 +127,12 @@ def test_actions_far_out_of_bounds_are_refused(hopper):
     arrays = dict(hopper[0].arrays)
     arrays["actions"] = hopper[0].arrays["actions"] * 3
     with pytest.raises(DtreproError, match="outside the bounds"):
-        repair_dataset(D4RLData(arrays), RepairParams(), "x.hdf5")
+        repair_dataset(D4RLData(arrays), REPAIR, "x.hdf5")
 
 
 def test_repair_file_writes_d4rl_layout_and_report(hopper, hopper_file, tmp_path):
     out, report_path = tmp_path / "clean.hdf5", tmp_path / "reports" / "repair.json"
-    report = repair_file(hopper_file, out, report_path, RepairParams())
+    report = repair_file(hopper_file, out, report_path, REPAIR)
     assert json.loads(report_path.read_text()) == report
     assert report["episodes"] == len(ends(hopper[1], hopper[2]))
     assert report["trailing_episode_cut"] and report["trailing_episode_length"] > 0
@@ -142,13 +147,14 @@ def test_repair_file_writes_d4rl_layout_and_report(hopper, hopper_file, tmp_path
 
 def test_repair_is_deterministic_to_the_byte(hopper_file, tmp_path):
     a, b = tmp_path / "a.hdf5", tmp_path / "b.hdf5"
-    repair_file(hopper_file, a, tmp_path / "a.json", RepairParams())
+    repair_file(hopper_file, a, tmp_path / "a.json", REPAIR)
     time.sleep(1.1)  # HDF5 stores object times at one-second resolution unless told not to
-    repair_file(hopper_file, b, tmp_path / "b.json", RepairParams())
+    repair_file(hopper_file, b, tmp_path / "b.json", REPAIR)
     assert a.read_bytes() == b.read_bytes()
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
 
 
 def test_unknown_repair_param_is_an_error():
-    with pytest.raises(DtreproError, match="max_episode_step"):
-        RepairParams.from_dict({"max_episode_step": 1000})
+    section = {**params()["repair"], "max_episode_step": 1000}
+    with pytest.raises(DtreproError, match="repair.max_episode_step is not a parameter"):
+        RepairParams.from_params({"repair": section})

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import csv
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
+from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
-from dtrepro.evaluate import policy_from_checkpoint
 from dtrepro.model import DecisionTransformer, ModelConfig
-from dtrepro.train import TrainConfig, Trainer
+from dtrepro.policy import policy_from_checkpoint
+from dtrepro.runs import Run
+from dtrepro.train import LOG_FIELDS, TrainParams, train
 
-from conftest import ROOT, run
+from helpers import ROOT, one_line, params, run
 
 TINY_MODEL = {"embed_dim": 32, "layers": 1, "heads": 2, "dropout": 0.1}
 TINY_TRAIN = {
@@ -39,26 +41,27 @@ TINY_TRAIN = {
 @pytest.fixture(scope="module")
 def clean_file(hopper_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean") / "clean.hdf5"
-    repair_file(hopper_file, out, out.with_suffix(".json"), RepairParams())
+    repair_file(hopper_file, out, out.with_suffix(".json"), RepairParams.from_params(params()))
     return out
 
 
 def write_params(path, **train):
-    path.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {**TINY_TRAIN, **train}}))
+    path.write_text(yaml.safe_dump(params(model=TINY_MODEL, train={**TINY_TRAIN, **train})))
     return path
 
 
-def train_cmd(tmp_path, params, name="run"):
+def train_cmd(tmp_path, params_path, name="run", data=None):
     out = tmp_path / name
     return [
-        sys.executable,
         str(ROOT / "stages/train.py"),
         "--params",
-        str(params),
+        str(params_path),
         "--context-len",
         "5",
         "--seed",
         "0",
+        "--data",
+        str(data),
         "--out-dir",
         str(out / "models"),
         "--log-file",
@@ -72,16 +75,22 @@ def weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
+def log_rows(path):
+    """The log without its timing columns, which differ between runs."""
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in csv.DictReader(f, delimiter="\t")]
+
+
+def train_stage(cmd, *prefix) -> subprocess.CompletedProcess:
+    return run([sys.executable, *prefix, *cmd], ROOT, timeout=600)
+
+
 def test_checkpoint_round_trip_gives_identical_actions(clean_file, tmp_path):
-    params = write_params(tmp_path / "params.yaml")
-    cmd, out = train_cmd(tmp_path, params)
-    assert run(cmd + ["--data", str(clean_file)], ROOT).returncode == 0
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml"), data=clean_file)
+    assert train_stage(cmd).returncode == 0
     policy, ckpt = policy_from_checkpoint(out / "models" / "last.pt")
-    assert (
-        ckpt["step"] == 40
-        and ckpt["train_seed"] == 0
-        and set(ckpt) >= {"optimizer", "scheduler", "rng_torch", "rng_samplers"}
-    )
+    assert ckpt["step"] == 40 and ckpt["train_seed"] == 0
+    assert set(ckpt) >= {"optimizer", "scheduler", "rng_torch", "rng_samplers", "log"}
     best, best_ckpt = policy_from_checkpoint(out / "models" / "best.pt")
     assert "optimizer" not in best_ckpt and best_ckpt["config"] == ckpt["config"]
     fresh = DecisionTransformer(ModelConfig(**ckpt["config"]))
@@ -97,48 +106,119 @@ def test_checkpoint_round_trip_gives_identical_actions(clean_file, tmp_path):
     metrics = json.loads((out / "train.json").read_text())
     assert metrics["steps"] == 40 and metrics["best_step"] in (20, 40)
     log = (out / "log.tsv").read_text().splitlines()
-    assert log[0].split("\t")[:3] == ["step", "loss", "lr"] and len(log) == 1 + 8
+    assert tuple(log[0].split("\t")) == LOG_FIELDS and len(log) == 1 + 8
 
 
-def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(clean_file, tmp_path):
-    params = write_params(tmp_path / "params.yaml", steps=300, checkpoint_every=25, eval_every=100)
-    cmd, out = train_cmd(tmp_path, params, "whole")
-    assert run(cmd + ["--data", str(clean_file)], ROOT).returncode == 0
+# Runs the train stage and SIGKILLs it at the start of training step KILL_AT (before that step's update).
+KILL_AT_STEP = """
+import os, runpy, signal, sys
+import dtrepro.train
+loss, calls, kill_at = dtrepro.train.action_loss, [0], int(sys.argv.pop(1))
+def killing_loss(*args):
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return loss(*args)
+dtrepro.train.action_loss = killing_loss
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
-    cmd, cut = train_cmd(tmp_path, params, "killed")
-    proc = subprocess.Popen(
-        cmd + ["--data", str(clean_file)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_with_the_uninterrupted_weights_and_log(clean_file, tmp_path):
+    params_path = write_params(tmp_path / "params.yaml", steps=300, checkpoint_every=25, eval_every=100)
+    cmd, whole = train_cmd(tmp_path, params_path, "whole", data=clean_file)
+    assert train_stage(cmd).returncode == 0
+
+    cmd, cut = train_cmd(tmp_path, params_path, "killed", data=clean_file)
+    killed = train_stage(cmd, "-c", KILL_AT_STEP, "140")
+    assert killed.returncode == -signal.SIGKILL
     last = cut / "models" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = torch.load(last, weights_only=True)["step"]
-    assert 0 < killed_at < 300, "the run ended before it could be killed"
-    resumed = run(cmd + ["--data", str(clean_file)], ROOT)
-    assert resumed.returncode == 0 and f"resuming from {last} at step {killed_at}" in resumed.stdout
-    a, b = weights(out / "models" / "last.pt"), weights(last)
+    assert torch.load(last, weights_only=True)["step"] == 125  # the checkpoint before the kill
+    resumed = train_stage(cmd)
+    assert resumed.returncode == 0 and f"resuming from {last} at step 125" in resumed.stdout
+    a, b = weights(whole / "models" / "last.pt"), weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (out / "log.tsv").read_text().count("\n") == (cut / "log.tsv").read_text().count("\n")
+    assert log_rows(cut / "log.tsv") == log_rows(whole / "log.tsv")  # the log survives the resume whole
+    assert len(log_rows(whole / "log.tsv")) == 300 // 5
+
+
+def test_a_complete_run_writes_its_outputs_again_without_training(clean_file, tmp_path):
+    """What `dvc repro -f` or an edit to the stage's code leaves: last.pt complete, the log and metrics deleted."""
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml"), data=clean_file)
+    assert train_stage(cmd).returncode == 0
+    before, weights_before = log_rows(out / "log.tsv"), weights(out / "models" / "last.pt")
+    (out / "log.tsv").unlink()
+    (out / "train.json").unlink()
+    again = train_stage(cmd)
+    assert again.returncode == 0 and "at step 40" in again.stdout
+    assert log_rows(out / "log.tsv") == before and json.loads((out / "train.json").read_text())["steps"] == 40
+    after = weights(out / "models" / "last.pt")
+    assert all(torch.equal(weights_before[k], after[k]) for k in after)
+
+
+def test_a_truncated_last_pt_is_said_then_training_starts_afresh(clean_file, tmp_path):
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml", steps=10), data=clean_file)
+    last = out / "models" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 cut short")
+    proc = train_stage(cmd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "damaged or cut short: starting afresh" in proc.stdout and "Traceback" not in proc.stderr
+    assert torch.load(last, weights_only=True)["step"] == 10
 
 
 def test_changed_params_do_not_resume_an_old_checkpoint(clean_file, tmp_path):
-    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "a.yaml", steps=20))
-    assert run(cmd + ["--data", str(clean_file)], ROOT).returncode == 0
-    cmd, _ = train_cmd(tmp_path, write_params(tmp_path / "b.yaml", steps=30, lr=1e-3))
-    again = run(cmd + ["--data", str(clean_file)], ROOT)
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "a.yaml", steps=20), data=clean_file)
+    assert train_stage(cmd).returncode == 0
+    cmd, _ = train_cmd(tmp_path, write_params(tmp_path / "b.yaml", steps=30, lr=1e-3), data=clean_file)
+    again = train_stage(cmd)
     assert again.returncode == 0 and "starting afresh" in again.stdout
+
+
+def test_log_every_and_device_do_not_change_the_fingerprint():
+    base = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN))
+    other = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "log_every": 7, "device": "auto"}))
+    assert base.fingerprint(Run(5, 0), "sha") == other.fingerprint(Run(5, 0), "sha")
+    changed = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "lr": 0.5}))
+    assert base.fingerprint(Run(5, 0), "sha") != changed.fingerprint(Run(5, 0), "sha")
+    assert base.fingerprint(Run(5, 0), "sha") != base.fingerprint(Run(5, 1), "sha")
+
+
+def write_variant(clean_file, path, **arrays):
+    data = read_d4rl(clean_file)
+    write_d4rl(path, D4RLData({**data.arrays, **arrays}, data.metadata))
+    return path
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error(clean_file, tmp_path):
+    huge = read_d4rl(clean_file).arrays["rewards"] * 1e30  # repair refuses these; here they skip it
+    data = write_variant(clean_file, tmp_path / "huge.hdf5", rewards=huge)
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml"), data=data)
+    proc = train_stage(cmd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "diverged: the loss became nan between steps 0 and 5" in one_line(proc.stderr)
+    assert not (out / "train.json").exists() and not (out / "log.tsv").exists()
+
+
+def test_a_dataset_of_another_env_is_refused_before_training(clean_file, tmp_path):
+    obs = read_d4rl(clean_file).arrays["observations"]
+    wide = np.concatenate([obs, obs[:, :6]], axis=1)  # 17 columns, as Walker2d's
+    data = write_variant(clean_file, tmp_path / "wide.hdf5", observations=wide, next_observations=wide)
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml"), data=data)
+    proc = train_stage(cmd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "17-dim states and 3-dim actions, but train.env_id Hopper-v4 has 11-dim observations" in one_line(
+        proc.stderr
+    )
+    assert not (out / "models").exists()
 
 
 @pytest.mark.slow
 def test_two_process_ddp_on_gloo(clean_file, tmp_path):
-    params = write_params(tmp_path / "params.yaml", steps=20)
-    cmd, out = train_cmd(tmp_path, params)
-    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + cmd[1:]
-    proc = run(ddp + ["--data", str(clean_file)], ROOT, timeout=300)
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml", steps=20), data=clean_file)
+    proc = train_stage(cmd, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "train.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 20
@@ -148,28 +228,35 @@ def test_two_process_ddp_on_gloo(clean_file, tmp_path):
 
 @pytest.mark.slow
 def test_bf16_autocast_and_compile_on_cpu(clean_file, tmp_path):
-    params = write_params(tmp_path / "params.yaml", steps=10, amp=True, compile=True, eval_every=10)
-    cmd, out = train_cmd(tmp_path, params)
-    proc = run(cmd + ["--data", str(clean_file)], ROOT, timeout=600)
+    params_path = write_params(tmp_path / "params.yaml", steps=10, amp=True, compile=True, eval_every=10)
+    cmd, out = train_cmd(tmp_path, params_path, data=clean_file)
+    proc = train_stage(cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "train.json").read_text())["final_loss"] > 0
 
 
 @pytest.mark.parametrize(
-    "model, train, context_len, message",
+    "model, train, message",
     [
-        ({}, {}, 5000, "longer than every episode"),
-        ({}, {"batch_size": 0}, 5, "at least 1"),
-        ({"heads": 3}, {}, 5, "multiple of model.heads"),
-        ({"embed_dims": 3}, {}, 5, "Unknown model/train param"),
-        ({"context_len": 5}, {}, 5, "comes from the study section"),
-        ({}, {"seed": 1}, 5, "comes from the study section"),
+        ({}, {"batch_size": 0}, "train.batch_size is 0 .int.: input should be greater than or equal to 1"),
+        ({"heads": 3}, {}, "embed_dim=32 must be a multiple of heads=3"),
+        ({"embed_dims": 3}, {}, "model.embed_dims is not a parameter"),
+        ({"context_len": 5}, {}, "model.context_len is not a parameter"),
+        ({}, {"seed": 1}, "train.seed is not a parameter"),
+        ({}, {"lr": "abc"}, "train.lr is 'abc' .str.: input should be a valid number"),
     ],
 )
-def test_bad_params_get_a_clear_error(clean_file, tmp_path, model, train, context_len, message):
+def test_bad_params_get_a_clear_error(model, train, message):
     with pytest.raises(DtreproError, match=message):
-        cfg = TrainConfig.from_params({**TINY_MODEL, **model}, {**TINY_TRAIN, **train}, context_len, 0)
-        Trainer(cfg, clean_file, tmp_path / "m", tmp_path / "log.tsv", "sha")
+        TrainParams.from_params(
+            {"model": {**TINY_MODEL, **model}, "train": {**params()["train"], **TINY_TRAIN, **train}}
+        )
+
+
+def test_a_context_longer_than_every_episode_is_refused(clean_file, tmp_path):
+    chosen = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN))
+    with pytest.raises(DtreproError, match="longer than every episode"):
+        train(chosen, Run(5000, 0), clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json")
 
 
 def test_autocast_choice(monkeypatch):

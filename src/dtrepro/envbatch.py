@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dtrepro.collect.rollout import make_env
+from dtrepro.envs import make_env
 
 
 def available_cores() -> int:
@@ -25,8 +25,8 @@ def available_cores() -> int:
 
 
 class EnvBatch:
-    def __init__(self, env_id: str, n: int, threads: int | None = None):
-        self.envs = [make_env(env_id) for _ in range(n)]
+    def __init__(self, env_id: str, n: int, max_episode_steps: int, threads: int | None = None):
+        self.envs = [make_env(env_id, max_episode_steps) for _ in range(n)]
         self.obs_dim = self.envs[0].observation_space.shape[0]
         self.act_dim = self.envs[0].action_space.shape[0]
         self.threads = max(1, min(threads or available_cores(), n))
@@ -37,20 +37,22 @@ class EnvBatch:
         return np.stack([env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds, strict=True)])
 
     def step(self, which: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Step env which[j] with actions[j]; the observations, rewards and `terminated` flags, row j each."""
+        """Step env which[j] with actions[j]; the observations, rewards and `ended` flags (terminated or
+        truncated at the time limit), row j each."""
         obs = np.empty((len(which), self.obs_dim))
-        rewards, terminated = np.empty(len(which)), np.empty(len(which), dtype=bool)
+        rewards, ended = np.empty(len(which)), np.empty(len(which), dtype=bool)
 
         def step_rows(rows: range) -> None:
             for j in rows:
-                obs[j], rewards[j], terminated[j], _, _ = self.envs[which[j]].step(actions[j])
+                obs[j], rewards[j], terminated, truncated, _ = self.envs[which[j]].step(actions[j])
+                ended[j] = terminated or truncated
 
         if self._pool is None or len(which) < 2:
             step_rows(range(len(which)))
         else:
             n, parts = len(which), min(self.threads, len(which))
             list(self._pool.map(step_rows, (range(i * n // parts, (i + 1) * n // parts) for i in range(parts))))
-        return obs, rewards, terminated
+        return obs, rewards, ended
 
     def close(self) -> None:
         if self._pool is not None:

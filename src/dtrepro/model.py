@@ -10,26 +10,44 @@ what it depends on.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
+from dtrepro.params import Params
 
-@dataclass(frozen=True)
-class ModelConfig:
-    state_dim: int
-    act_dim: int
-    embed_dim: int = 128
-    layers: int = 3
-    heads: int = 1
-    context_len: int = 20
-    dropout: float = 0.1
-    max_timestep: int = 1000
+MAX_TIMESTEP = 1000  # timestep embeddings: D4RL's episodes are at most 1000 steps long
+
+
+class ModelParams(Params):
+    """The `model` section of params.yaml: the network's size."""
+
+    section = "model"
+    embed_dim: Annotated[int, Field(ge=1)]
+    layers: Annotated[int, Field(ge=1)]
+    heads: Annotated[int, Field(ge=1)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+
+    @model_validator(mode="after")
+    def _heads_divide_embed_dim(self):
+        if self.embed_dim % self.heads:
+            raise ValueError(f"embed_dim={self.embed_dim} must be a multiple of heads={self.heads}")
+        return self
+
+
+class ModelConfig(ModelParams):
+    """The model section with what the data and the run add: all a checkpoint needs to rebuild the network."""
+
+    state_dim: Annotated[int, Field(ge=1)]
+    act_dim: Annotated[int, Field(ge=1)]
+    context_len: Annotated[int, Field(ge=1)]
+    max_timestep: int = MAX_TIMESTEP
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
 
 class Block(nn.Module):

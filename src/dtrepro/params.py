@@ -1,24 +1,31 @@
-"""Reading params.yaml: the whole file, one section of it, and overlays on top of it."""
+"""params.yaml: each section as a validated, typed object, and overlays on top of the file.
+
+Every section is read through a `Params` subclass that names its keys with their
+types and ranges. Values are checked strictly and in one place: "3" is not 3, true
+is not 1, "3600" is not a list of targets, and a key the class does not know (a
+typo) is an error. Defaults live in params.yaml alone: a missing key or section is
+an error, never a silent preset.
+"""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ClassVar, Self
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dtrepro.errors import DtreproError
 
 PARAMS_FILE = "params.yaml"
-T = TypeVar("T")
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DtreproError(f"{path} does not exist. Run from the repository root, or pass --params PATH.")
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -29,21 +36,45 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def section(params_path: str | os.PathLike | None, name: str) -> dict:
-    """One top-level section of the params file, e.g. `repair`.
+def _describe(error: dict, where: str) -> str:
+    key = ".".join([where, *map(str, error["loc"])]) if error["loc"] else where
+    if error["type"] == "missing":
+        return f"{key} is missing (every key has its value in params.yaml)"
+    if error["type"] == "extra_forbidden":
+        return f"{key} is not a parameter (a typo?)"
+    value = error["input"]
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return f"{key}: {message}"
+    return f"{key} is {value!r} ({type(value).__name__}): {message[0].lower()}{message[1:]}"
 
-    With `params_path` None (a stage run by hand, outside the repository) the
-    section is read from ./params.yaml if there is one, else it is empty and the
-    stage's defaults apply.
-    """
-    if params_path is None:
-        if not Path(PARAMS_FILE).exists():
-            return {}
-        params_path = PARAMS_FILE
-    params = load_yaml(params_path)
-    if not isinstance(params.get(name), dict):
-        raise DtreproError(f"{params_path} has no '{name}' section; the stage reading it needs one.")
-    return params[name]
+
+class Params(BaseModel):
+    """One section of params.yaml; `section` is its name there."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+    section: ClassVar[str]
+
+    @classmethod
+    def from_params(cls, params: Mapping | str | os.PathLike = PARAMS_FILE, **context: Any) -> Self:
+        """The section of `params` (a params file, or its content) as this class, validated.
+
+        `context` holds values that are not in the section (another section's object, a run's K).
+        """
+        where = params if not isinstance(params, Mapping) else PARAMS_FILE
+        data = params if isinstance(params, Mapping) else load_yaml(params)
+        section = data.get(cls.section)
+        if not isinstance(section, dict):
+            raise DtreproError(f"{where} has no '{cls.section}' section (a mapping of keys); the stage needs it.")
+        try:
+            return cls.model_validate({**section, **context})
+        except ValidationError as err:
+            problems = "; ".join(_describe(e, cls.section) for e in err.errors())
+            keys = ", ".join(k for k in cls.model_fields if k not in context)
+            raise DtreproError(
+                f"{where}: {problems}. The keys of '{cls.section}' are: {keys}; see the comments in params.yaml "
+                f"for what each allows."
+            ) from None
 
 
 def merge(base: dict, overlay: dict, where: str = "") -> dict:
@@ -62,24 +93,17 @@ def merge(base: dict, overlay: dict, where: str = "") -> dict:
     return out
 
 
-def parse_assignment(text: str) -> dict:
-    """`a.b.c=VALUE` (VALUE read as YAML) as the nested mapping {'a': {'b': {'c': VALUE}}}."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise DtreproError(f"Override {text!r} is not of the form section.key=value.")
-    value = yaml.safe_load(raw) if raw else None
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
+def flatten(params: dict, where: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} as {'a.b': 1}: the keys that `dvc exp run -S` sets."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{where}{key}."))
+        else:
+            out[f"{where}{key}"] = value
+    return out
 
 
-def from_section(cls: type[T], section: dict, name: str, other_readers: tuple[str, ...] = ()) -> T:
-    """Build the params dataclass `cls` from a section; a key it does not know (a typo) is an error.
-
-    `other_readers` are keys of the same section that another part of the stage reads.
-    """
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(section) - known - set(other_readers)
-    if unknown:
-        raise DtreproError(f"Unknown {name} param(s) {sorted(unknown)} in params.yaml; known ones are {sorted(known)}.")
-    return cls(**{k: v for k, v in section.items() if k in known})
+def add_params_argument(parser) -> None:
+    """`--params`: the params file a stage script reads."""
+    parser.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")

@@ -1,48 +1,78 @@
-"""Named sets of parameter overrides, applied for the length of one command.
+"""Named runs: a named set of values from profiles/, run as a DVC experiment of that name.
 
-`profiles/NAME.yaml` holds a partial params.yaml. `run` writes params.yaml with
-the profile (and any `-S key=value`) merged in, runs the command (normally
-`dvc repro`), then puts the original params.yaml back byte for byte. DVC thus
-sees, caches and records in dvc.lock the values the run really used, while the
-tracked params.yaml stays the real reproduction. A copy of the original is kept
-in `.params.yaml.orig` while the command runs, and a run killed before it could
-restore is repaired at the start of the next one.
+`profiles/NAME.yaml` holds part of a params.yaml. `run NAME` takes the committed
+params.yaml (HEAD's: the D4RL defaults), puts the profile and any `-S key=value` on
+top, and hands every value that differs from the workspace's params.yaml to
+`dvc exp run -n NAME -S key=value ...`. DVC itself writes params.yaml, runs what
+changed, records dvc.lock and keeps the experiment under NAME, so `dvc status`,
+`dvc exp show` and `dvc metrics diff` agree with the workspace afterwards, and
+later plain `dvc exp run -S ...` commands build on the named run's values.
+Running NAME again replaces that experiment.
 
-    python -m dtrepro.profiles run smoke -- dvc repro
-    python -m dtrepro.profiles run smoke -S data.url=/data/hopper.hdf5 -- dvc repro
+DVC writes params.yaml before it takes its repository lock, so two experiments
+started at once in one workspace would overwrite each other's values. A named run
+therefore holds a lock of its own for its whole length and refuses to start while
+another named run, or any DVC command holding DVC's lock, is running.
+
+    python -m dtrepro.profiles run demo
+    python -m dtrepro.profiles run smoke -S data.url=/data/hopper.hdf5
     python -m dtrepro.profiles show demo
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import os
-import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
-from dtrepro.atomic import atomic_output
 from dtrepro.errors import DtreproError, run_stage
-from dtrepro.params import PARAMS_FILE, load_yaml, merge, parse_assignment
+from dtrepro.params import PARAMS_FILE, flatten, load_yaml, merge
 
 PROFILES_DIR = "profiles"
+DEFAULT = "default"
 
 
 def available(root: Path) -> list[str]:
     return sorted(p.stem for p in (root / PROFILES_DIR).glob("*.yaml"))
 
 
+def parse_assignment(text: str) -> dict:
+    """`a.b.c=VALUE` (VALUE read as YAML) as the nested mapping {'a': {'b': {'c': VALUE}}}."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise DtreproError(f"Override {text!r} is not of the form section.key=value.")
+    value = yaml.safe_load(raw) if raw else None
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def committed_params(root: Path) -> dict:
+    """HEAD's params.yaml: the defaults every named run starts from."""
+    shown = subprocess.run(["git", "show", f"HEAD:{PARAMS_FILE}"], cwd=root, capture_output=True, text=True)
+    if shown.returncode:
+        raise DtreproError(
+            f"{root} has no committed {PARAMS_FILE} ({shown.stderr.strip()}). Named runs are DVC experiments, "
+            f"which need a git repository with a commit: run `git init && git add -A && git commit -m init`."
+        )
+    return yaml.safe_load(shown.stdout) or {}
+
+
 def resolve(root: Path, name: str, assignments: list[str]) -> dict:
-    """params.yaml with profile `name` (or none, for 'default') and the assignments merged in."""
-    params = load_yaml(root / PARAMS_FILE)
-    if name != "default":
+    """The committed params.yaml with profile `name` (none for 'default') and the assignments merged in."""
+    params = committed_params(root)
+    if name != DEFAULT:
         path = root / PROFILES_DIR / f"{name}.yaml"
-        if not path.exists():
+        if not path.is_file():
             raise DtreproError(
-                f"No profile '{name}': {path} does not exist. Profiles: {['default'] + available(root)}."
+                f"No named run '{name}': {path} does not exist. Named runs: {[DEFAULT] + available(root)}."
             )
         params = merge(params, load_yaml(path))
     for text in assignments:
@@ -50,55 +80,93 @@ def resolve(root: Path, name: str, assignments: list[str]) -> dict:
     return params
 
 
-def _write(path: Path, text: str | bytes) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(text if isinstance(text, bytes) else text.encode())
+def hydra_value(value) -> str:
+    """A YAML value in the override grammar of `dvc exp run -S` (Hydra's): strings always quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {hydra_value(v)}" for k, v in value.items()) + "}"
+    return "'" + str(value).replace("'", "\\'") + "'"
 
 
-def restore_interrupted(root: Path) -> bool:
-    """Put back params.yaml from a run that was killed before it could; True if it did."""
-    backup = root / f".{PARAMS_FILE}.orig"
-    if not backup.exists():
-        return False
-    _write(root / PARAMS_FILE, backup.read_bytes())
-    backup.unlink()
-    print(f"profiles: restored {PARAMS_FILE} left modified by an interrupted profile run", file=sys.stderr)
-    return True
+def overrides(wanted: dict, current: dict) -> list[str]:
+    """`-S key=value` for every value of `wanted` that `current` does not already have."""
+    have = flatten(current)
+    return [f"{k}={hydra_value(v)}" for k, v in flatten(wanted).items() if k not in have or have[k] != v]
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _dvc_lock_holders(root: Path) -> list[str]:
+    """The commands that hold DVC's own repository lock now (live processes only)."""
+    path = root / ".dvc" / "tmp" / "rwlock"
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return []
+    holders = set()
+    for kind in ("read", "write"):
+        for entries in info.get(kind, {}).values():
+            for entry in entries if isinstance(entries, list) else [entries]:
+                pid = entry.get("pid")
+                if pid and Path(f"/proc/{pid}").exists():
+                    holders.add(f"PID {pid}: {entry.get('cmd', '?')}")
+    return sorted(holders)
 
 
-def run(root: Path, name: str, assignments: list[str], command: list[str]) -> int:
-    """Run `command` in `root` with the profile applied to params.yaml; return its exit code."""
-    restore_interrupted(root)
-    params_path, backup = root / PARAMS_FILE, root / f".{PARAMS_FILE}.orig"
-    merged = resolve(root, name, assignments)
-    original = params_path.read_bytes()
-    _write(backup, original)
-    header = f"# params.yaml with profile '{name}' applied; the original is restored when the run ends\n"
-    _write(params_path, header + yaml.safe_dump(merged, sort_keys=False))
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+@contextmanager
+def workspace_lock(root: Path, name: str):
+    """Hold this workspace's named-run lock; refuse at once while another run holds it or DVC's own."""
+    path = root / ".dvc" / "tmp" / "named-run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise DtreproError(
+                f"Another named run is running in {root} ({f.read().strip() or 'unknown'}); named run '{name}' "
+                f"was not started and nothing was changed. Wait for it to finish, or queue this one to run after "
+                f"it in its own temporary workspace: dvc exp run --queue -S ... ; dvc queue start."
+            ) from None
+        busy = _dvc_lock_holders(root)
+        if busy:
+            raise DtreproError(
+                f"A DVC command is running in {root} ({'; '.join(busy)}); named run '{name}' was not started and "
+                f"nothing was changed. Wait for it to finish, then run again."
+            )
+        f.truncate(0)
+        f.write(f"'{name}', PID {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     # this interpreter's bin folder first, so that dvc and the stages' `python` are the same environment's
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    child = None
     try:
-        child = subprocess.Popen(command, cwd=root, env=env)
-        return child.wait()
+        proc = subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=not check, text=True)
     except FileNotFoundError:
-        raise DtreproError(
-            f"Command not found: {command[0]}. Install it (make install) or give its full path."
-        ) from None
-    except KeyboardInterrupt:
-        if child is not None:
-            child.send_signal(signal.SIGINT)
-            child.wait()
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _write(params_path, original)
-        backup.unlink(missing_ok=True)
+        raise DtreproError("dvc is not installed in this environment: run `make install`.") from None
+    return proc
+
+
+def run(root: Path, name: str, assignments: list[str], targets: list[str]) -> int:
+    """Run named run `name` as the DVC experiment `name`; return dvc's exit code."""
+    wanted = resolve(root, name, assignments)
+    with workspace_lock(root, name):
+        sets = overrides(wanted, load_yaml(root / PARAMS_FILE))
+        dvc(root, "exp", "remove", name, check=False)  # a run of the same name replaces the old one
+        args = ["exp", "run", "-n", name, *(x for s in sets for x in ("-S", s)), *targets]
+        print("named run:", " ".join(["dvc", *args]), flush=True)
+        return dvc(root, *args).returncode
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,26 +175,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     sub = parser.add_subparsers(dest="verb", required=True)
-    show = sub.add_parser("show", help="print params.yaml as the profile would make it")
-    show.add_argument("name")
-    show.add_argument("-S", "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
-    sub.add_parser("list", help="list the profiles")
-    go = sub.add_parser("run", help="run a command with the profile applied")
-    go.add_argument("name")
-    go.add_argument("-S", "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
-    go.epilog = "The command comes after --, e.g. `run smoke -- dvc repro`."
-    argv = sys.argv[1:] if argv is None else argv
-    command = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    show = sub.add_parser("show", help="print params.yaml as the named run would make it")
+    go = sub.add_parser("run", help="run the named set of values as a DVC experiment of that name")
+    for p in (show, go):
+        p.add_argument("name", help=f"a profile of {PROFILES_DIR}/, or '{DEFAULT}' for the committed params.yaml")
+        p.add_argument("-S", "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
+    go.add_argument("targets", nargs="*", help="stages to run (default: the whole pipeline), e.g. report")
+    sub.add_parser("list", help="list the named runs")
+    args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.verb == "list":
-        print("\n".join(["default"] + available(root)))
+        print("\n".join([DEFAULT] + available(root)))
     elif args.verb == "show":
         print(yaml.safe_dump(resolve(root, args.name, args.assignments), sort_keys=False), end="")
     else:
-        if not command:
-            raise DtreproError("No command given: write it after --, e.g. `... run smoke -- dvc repro`.")
-        code = run(root, args.name, args.assignments, command)
+        code = run(root, args.name, args.assignments, args.targets)
         if code:
             sys.exit(code)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +20,8 @@ import numpy as np
 from dtrepro import plots
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.errors import DtreproError
-from dtrepro.evaluate import CHECKPOINTS, EvalParams
-from dtrepro.runs import Run, Study
+from dtrepro.eval_spec import CHECKPOINTS, EvalParams
+from dtrepro.runs import Run, StudyParams
 from dtrepro.scores import normalized_score
 from dtrepro.stats import bootstrap_ci
 
@@ -35,15 +34,20 @@ REFERENCES = (
 
 @dataclass(frozen=True)
 class ReportPaths:
-    markdown: Path = Path("results/ablations.md")
-    metrics: Path = Path("results/ablations.json")
-    return_csv: Path = Path("results/return_conditioning.csv")
-    context_csv: Path = Path("results/context_length.csv")
-    plots_dir: Path = Path("results/plots")
+    """What the report reads (folders of every run's files, named by `Run.name`) and writes."""
+
+    evals: Path  # <run>.csv: the evaluate stages' episodes
+    train_logs: Path  # <run>.tsv: the train stages' logs
+    repair_report: Path
+    markdown: Path
+    metrics: Path
+    return_csv: Path
+    context_csv: Path
+    plots_dir: Path
 
 
-def read_episodes(run: Run, root: Path) -> list[dict]:
-    path = root / run.eval_episodes
+def read_episodes(run: Run, folder: Path) -> list[dict]:
+    path = folder / f"{run.name}.csv"
     if not path.exists():
         raise DtreproError(f"{path} does not exist: run {run.name} has not been evaluated. Run `dvc repro` first.")
     with open(path) as f:
@@ -54,15 +58,15 @@ def read_episodes(run: Run, root: Path) -> list[dict]:
     return rows
 
 
-def read_train_log(run: Run, root: Path) -> list[dict]:
-    path = root / run.train_log
+def read_train_log(run: Run, folder: Path) -> list[dict]:
+    path = folder / f"{run.name}.tsv"
     if not path.exists():
         return []
     with open(path) as f:
         return [{k: float(v) if v else None for k, v in r.items()} for r in csv.DictReader(f, delimiter="\t")]
 
 
-def aggregate(study: Study, params: EvalParams, episodes: dict[Run, list[dict]]) -> list[dict]:
+def aggregate(study: StudyParams, params: EvalParams, episodes: dict[Run, list[dict]]) -> list[dict]:
     """One row per (context length, checkpoint, target): across-seed mean ± std, episode spread, 95% CI."""
     table = []
     for k in study.context_lens:
@@ -120,7 +124,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def markdown(study: Study, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict) -> str:
+def markdown(study: StudyParams, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict) -> str:
     k0, t0 = study.context_lens[0], params.targets[0]
     pick = by_key(table)
     n_seeds, n_eps = len(study.seeds), params.episodes
@@ -205,12 +209,9 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
-def write_report(
-    study: Study, params: EvalParams, root: str | os.PathLike = ".", paths: ReportPaths = ReportPaths()
-) -> dict:
+def write_report(study: StudyParams, params: EvalParams, paths: ReportPaths) -> dict:
     """Read every run's evaluation, write the tables, the metrics, the plot data and the PNGs."""
-    root = Path(root)
-    episodes = {run: read_episodes(run, root) for run in study.runs}
+    episodes = {run: read_episodes(run, paths.evals) for run in study.runs}
     table = aggregate(study, params, episodes)
     t0 = params.targets[0]
     per_seed = []
@@ -221,13 +222,12 @@ def write_report(
             entry[f"{c}_step"] = first[c][0]["step"]
             entry[f"{c}_score"] = float(np.mean([r["normalized_score"] for r in first[c]]))
         per_seed.append(entry)
-    repair = root / "reports" / "repair.json"
-    dataset = json.loads(repair.read_text()) if repair.exists() else {}
+    dataset = json.loads(paths.repair_report.read_text()) if paths.repair_report.exists() else {}
     pick = by_key(table)
     k0 = study.context_lens[0]
 
     _write_csv(
-        root / paths.return_csv,
+        paths.return_csv,
         ["target", "last_return_mean", "best_return_mean", "last_normalized_score_mean", "best_normalized_score_mean"],
         [
             [t, pick[(k0, "last", t)]["return_mean"], pick[(k0, "best", t)]["return_mean"]]
@@ -236,21 +236,21 @@ def write_report(
         ],
     )
     _write_csv(
-        root / paths.context_csv,
+        paths.context_csv,
         ["context_len", "last_normalized_score_mean", "best_normalized_score_mean"],
         [
             [k, pick[(k, "last", t0)]["normalized_score_mean"], pick[(k, "best", t0)]["normalized_score_mean"]]
             for k in sorted(study.context_lens)
         ],
     )
-    plots_dir = root / paths.plots_dir
+    plots_dir = paths.plots_dir
     plots.return_conditioning(table, plots_dir / "return_conditioning.png")
     plots.context_length([r for r in table if r["target"] == t0], plots_dir / "context_length.png")
     plots.learning_curves(
-        {run.name: read_train_log(run, root) for run in study.runs}, plots_dir / "learning_curves.png"
+        {run.name: read_train_log(run, paths.train_logs) for run in study.runs}, plots_dir / "learning_curves.png"
     )
-    with atomic_output(root / paths.markdown) as tmp:
+    with atomic_output(paths.markdown) as tmp:
         tmp.write_text(markdown(study, params, table, per_seed, dataset))
     metrics = flat_metrics(table, per_seed)
-    write_json(root / paths.metrics, metrics)
+    write_json(paths.metrics, metrics)
     return metrics

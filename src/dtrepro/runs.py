@@ -1,18 +1,18 @@
-"""The study: one trained model per (context length, seed), and where each one's files live.
+"""The study: one trained model per (context length, seed), and the name each run's files carry.
 
 params.yaml's `study` section lists the context lengths and the training seeds;
-dvc.yaml's `train` and `evaluate` stages are matrices over the same two lists and
-name their outputs the way `Run` does, so the stage scripts, the report and DVC
-agree on every path.
+dvc.yaml's `train` and `evaluate` stages are matrices over the same two lists,
+and name each run's outputs `k<K>-seed<S>` as `Run.name` does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Annotated
 
-from dtrepro.errors import DtreproError
-from dtrepro.params import section
+from pydantic import Field, model_validator
+
+from dtrepro.params import Params
 
 
 @dataclass(frozen=True)
@@ -24,74 +24,28 @@ class Run:
     def name(self) -> str:
         return f"k{self.context_len}-seed{self.seed}"
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path("models") / self.name
 
-    @property
-    def train_log(self) -> Path:
-        return Path("reports/train") / f"{self.name}.tsv"
+class StudyParams(Params):
+    """The `study` section: `context_lens` x `seeds`; the first context length is the headline model's."""
 
-    @property
-    def train_metrics(self) -> Path:
-        return Path("reports/train") / f"{self.name}.json"
+    section = "study"
+    context_lens: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
-    @property
-    def eval_metrics(self) -> Path:
-        return Path("reports/eval") / f"{self.name}.json"
-
-    @property
-    def eval_episodes(self) -> Path:
-        return Path("reports/eval") / f"{self.name}.csv"
-
-
-@dataclass(frozen=True)
-class Study:
-    """`study.context_lens` x `study.seeds`; the first context length is the headline model's."""
-
-    context_lens: tuple[int, ...]
-    seeds: tuple[int, ...]
-
-    @classmethod
-    def from_section(cls, section: dict) -> "Study":
-        unknown = set(section) - {"context_lens", "seeds"}
-        if unknown:
-            raise DtreproError(f"Unknown study param(s) {sorted(unknown)} in params.yaml; known: context_lens, seeds.")
-        values = {}
+    @model_validator(mode="after")
+    def _no_repeats(self):
         for key in ("context_lens", "seeds"):
-            items = section.get(key)
-            if not isinstance(items, list) or not items or not all(isinstance(v, int) for v in items):
-                raise DtreproError(f"study.{key} must be a non-empty list of integers, e.g. [20, 1]; it is {items!r}.")
-            if len(set(items)) != len(items):
-                raise DtreproError(f"study.{key} lists a value twice: {items}.")
-            values[key] = tuple(items)
-        if min(values["context_lens"]) < 1:
-            raise DtreproError(f"study.context_lens must be at least 1; it is {list(values['context_lens'])}.")
-        return cls(**values)
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a value twice: {values}")
+        return self
 
     @property
     def runs(self) -> list[Run]:
         return [Run(k, s) for k in self.context_lens for s in self.seeds]
 
-    @property
-    def first(self) -> Run:
-        return Run(self.context_lens[0], self.seeds[0])
-
 
 def add_run_arguments(parser) -> None:
     """`--context-len` and `--seed`: which run of the study a stage script works on."""
-    parser.add_argument(
-        "--context-len", type=int, help="the run's K, timesteps per window (default: study.context_lens[0])"
-    )
-    parser.add_argument("--seed", type=int, help="the run's training seed (default: study.seeds[0])")
-
-
-def run_from_arguments(args) -> Run:
-    """The run that `--context-len` and `--seed` name; what they leave out is the study's first."""
-    if args.context_len is not None and args.seed is not None:
-        return Run(args.context_len, args.seed)
-    first = Study.from_section(section(args.params, "study")).first
-    return Run(
-        first.context_len if args.context_len is None else args.context_len,
-        first.seed if args.seed is None else args.seed,
-    )
+    parser.add_argument("--context-len", type=int, required=True, help="the run's K, timesteps per window")
+    parser.add_argument("--seed", type=int, required=True, help="the run's training seed")

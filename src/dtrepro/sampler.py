@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from dtrepro.data.d4rl import D4RLData
+from dtrepro.data.episodes import episode_ends
 from dtrepro.errors import DtreproError
-from dtrepro.stats import episode_ends
 
 
 def returns_to_go(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:

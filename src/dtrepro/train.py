@@ -1,15 +1,13 @@
 """Train a Decision Transformer on a clean D4RL file: one readable loop with its speed switches in view.
 
 The dataset is loaded once onto the training device; batches come from
-`WindowSampler` without leaving it. Switches: bf16 autocast where the device
-supports it (fp16 with a grad scaler otherwise; `amp: false` turns it off),
-`torch.compile` on request, TF32 and fused AdamW on CUDA. Every
-`checkpoint_every` steps `last.pt` is written atomically with the optimizer,
-scheduler and RNG states, so a run killed at any moment resumes from it and
-ends where an uninterrupted run would. Every `eval_every` steps a few episodes
-score the model, and the best so far is kept as `best.pt`. Under `torchrun`
-the same loop runs as DDP with the global batch split over the ranks; rank 0
-evaluates and writes.
+`WindowSampler` without leaving it. Every `checkpoint_every` steps `last.pt` is
+written atomically with the optimizer, scheduler and RNG states and the training
+log so far, so a run killed at any moment resumes from it and ends where an
+uninterrupted run would, with the whole log. Every `eval_every` steps a few
+episodes score the model, and the best so far is kept as `best.pt`. Under
+`torchrun` the same loop runs as DDP with the global batch split over the ranks;
+rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
@@ -21,78 +19,64 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
+from pydantic import Field
 from tqdm import tqdm
 
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import read_d4rl
 from dtrepro.device import autocast_dtype, pick_device
+from dtrepro.envs import make_env
+from dtrepro.episodes import run_episodes
 from dtrepro.errors import DtreproError
-from dtrepro.evaluate import Policy, run_episodes
-from dtrepro.model import DecisionTransformer, ModelConfig, action_loss
-from dtrepro.params import from_section
+from dtrepro.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, ModelParams, action_loss
+from dtrepro.params import PARAMS_FILE, Params
+from dtrepro.policy import DAMAGED, Policy
+from dtrepro.runs import Run
 from dtrepro.sampler import Trajectories, WindowSampler
 from dtrepro.scores import normalized_score
 
-LOG_FIELDS = ("step", "loss", "lr", "samples_per_s", "tokens_per_s")
+LOG_FIELDS = ("step", "loss", "lr", "samples_per_s", "tokens_per_s", "eval_return", "eval_score")
+# train keys that do not change what is learnt: left out of the resume fingerprint and of dvc.yaml's params
+NOT_IN_RESULTS = ("device", "log_every")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """The `model` and `train` sections of params.yaml."""
+class TrainParams(Params):
+    """The `train` section of params.yaml, with the `model` section inside."""
 
-    embed_dim: int = 128
-    layers: int = 3
-    heads: int = 1
-    context_len: int = 20
-    dropout: float = 0.1
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 10_000
-    steps: int = 100_000
-    grad_clip: float = 0.25
-    return_scale: float = 1000.0
-    amp: bool = False
-    compile: bool = False
-    device: str = "auto"
-    seed: int = 0
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    eval_every: int = 5000
-    eval_episodes: int = 5
-    eval_target: float = 3600.0
-    env_id: str = "Hopper-v4"
+    section = "train"
+    model: ModelParams
+    batch_size: Annotated[int, Field(ge=1)]  # global: split over the processes under torchrun
+    lr: Annotated[float, Field(gt=0)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    warmup_steps: Annotated[int, Field(ge=0)]
+    steps: Annotated[int, Field(ge=1)]
+    grad_clip: Annotated[float, Field(gt=0)]
+    return_scale: Annotated[float, Field(gt=0)]
+    amp: bool
+    compile: bool
+    device: str
+    log_every: Annotated[int, Field(ge=1)]
+    checkpoint_every: Annotated[int, Field(ge=1)]
+    eval_every: Annotated[int, Field(ge=1)]
+    eval_episodes: Annotated[int, Field(ge=1)]
+    eval_target: float
+    env_id: str
 
     @classmethod
-    def from_params(cls, model: dict, train: dict, context_len: int, seed: int) -> "TrainConfig":
-        """The model and train sections for one run of the study (its context length and seed)."""
-        for key, where in (("context_len", "model"), ("seed", "train")):
-            if key in {"context_len": model, "seed": train}[key]:
-                raise DtreproError(
-                    f"{where}.{key} is not read: every run's {key} comes from the study section "
-                    f"(study.{key}s lists them; one entry trains one model). Remove {where}.{key}."
-                )
-        cfg = from_section(cls, {**model, **train, "context_len": context_len, "seed": seed}, "model/train")
-        if cfg.embed_dim % cfg.heads:
-            raise DtreproError(f"model.embed_dim={cfg.embed_dim} must be a multiple of model.heads={cfg.heads}.")
-        if cfg.steps < 1 or cfg.checkpoint_every < 1 or cfg.log_every < 1 or cfg.eval_every < 1:
-            raise DtreproError("train.steps, log_every, checkpoint_every and eval_every must be positive.")
-        return cfg
+    def from_params(cls, params=PARAMS_FILE, **context) -> "TrainParams":
+        return super().from_params(params, model=ModelParams.from_params(params), **context)
 
-    def fingerprint(self, data_sha256: str) -> str:
+    def fingerprint(self, run: Run, data_sha256: str) -> str:
         """What a checkpoint must match to be resumed: everything that shapes the run, and the data."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("device", "log_every")}
-        return hashlib.sha256(json.dumps([fields, data_sha256], sort_keys=True).encode()).hexdigest()[:16]
-
-
-def warmup_lambda(warmup_steps: int):
-    return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
+        fields = self.model_dump(exclude=set(NOT_IN_RESULTS))
+        return hashlib.sha256(json.dumps([fields, run.name, data_sha256], sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -113,206 +97,236 @@ class Distributed:
         return cls(dist.get_rank(), world)
 
 
-class Trainer:
-    def __init__(
-        self, cfg: TrainConfig, data_path: str | os.PathLike, out_dir: str | os.PathLike, log_path, data_sha256: str
-    ):
-        self.cfg, self.out_dir, self.log_path = cfg, Path(out_dir), Path(log_path)
-        self.device = pick_device(cfg.device)
-        self.dist = Distributed.from_env(self.device)
-        if cfg.batch_size % self.dist.world:
-            raise DtreproError(f"train.batch_size={cfg.batch_size} does not split over {self.dist.world} processes.")
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        self.fingerprint = cfg.fingerprint(data_sha256)
-        torch.manual_seed(cfg.seed + self.dist.rank)
-        data = read_d4rl(data_path)
-        self.data = Trajectories.from_d4rl(data, cfg.return_scale, ModelConfig.max_timestep, self.device)
-        self.sampler = WindowSampler(
-            self.data, cfg.context_len, cfg.batch_size // self.dist.world, cfg.seed + self.dist.rank
+def check_data_fits_env(data: Trajectories, env_id: str, data_path) -> None:
+    """Refuse, before any step, a dataset whose state or action width is not the env's."""
+    env = make_env(env_id, 1)
+    want = (env.observation_space.shape, env.action_space.shape)
+    env.close()
+    have = ((data.states.shape[1],), (data.actions.shape[1],))
+    if have != want:
+        raise DtreproError(
+            f"{data_path} holds {have[0][0]}-dim states and {have[1][0]}-dim actions, but train.env_id {env_id} "
+            f"has {want[0][0]}-dim observations and {want[1][0]}-dim actions. Train on a dataset of that env, "
+            f"or set train.env_id (and eval.env_id) to the env the data came from."
         )
-        self.model_cfg = ModelConfig(
-            state_dim=self.data.states.shape[1],
-            act_dim=self.data.actions.shape[1],
-            embed_dim=cfg.embed_dim,
-            layers=cfg.layers,
-            heads=cfg.heads,
-            context_len=cfg.context_len,
-            dropout=cfg.dropout,
-        )
-        self.model = DecisionTransformer(self.model_cfg).to(self.device)
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
-        self.amp_dtype = autocast_dtype(self.device, cfg.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.step, self.best_return = 0, -math.inf
-        self._resume()
-        net = self.model
-        if self.dist.world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(net)
-        self.net = torch.compile(net) if cfg.compile else net
 
-    # -- checkpoints ---------------------------------------------------------------------------------
-    def _checkpoint(self, with_state: bool) -> dict:
+
+class TrainLog:
+    """The rows of reports/train/<run>.tsv; last.pt carries them too, so a resume never loses one."""
+
+    def __init__(self, path: str | os.PathLike, rows: list[dict] | None = None):
+        self.path, self.rows = Path(path), list(rows or [])
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+
+    @property
+    def evaluations(self) -> list[dict]:
+        return [r for r in self.rows if r.get("eval_return") is not None]
+
+    def write(self) -> None:
+        with atomic_output(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, LOG_FIELDS, delimiter="\t", restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def evaluate_policy(model, data: Trajectories, params: TrainParams, seed: int) -> float:
+    """Mean return of a few seeded episodes at `eval_target`: what picks best.pt."""
+    policy = Policy(model, data.state_mean, data.state_std, params.return_scale)
+    seeds = range(seed + 10_000, seed + 10_000 + params.eval_episodes)
+    returns = run_episodes(policy, params.env_id, seeds, params.eval_target).returns
+    model.train()
+    return float(returns.mean())
+
+
+def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_path) -> dict:
+    """Train one run of the study; write last.pt, best.pt, the log and the metrics (rank 0). Returns the metrics."""
+    out_dir = Path(out_dir)
+    data_sha256 = file_sha256(data_path)
+
+    # -- the speed switches, all in one place ------------------------------------------------------------
+    device = pick_device(params.device)  # cuda if present ('auto'), else cpu
+    ddp = Distributed.from_env(device)  # under torchrun: one process per GPU, the global batch split
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
+    amp_dtype = autocast_dtype(device, params.amp)  # bf16 autocast, fp16 where the GPU lacks bf16, or None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
+    fused_adamw = device.type == "cuda"
+    # ------------------------------------------------------------------------------------------------------
+
+    if params.batch_size % ddp.world:
+        raise DtreproError(f"train.batch_size={params.batch_size} does not split over {ddp.world} processes.")
+    torch.manual_seed(run.seed + ddp.rank)
+    data = Trajectories.from_d4rl(read_d4rl(data_path), params.return_scale, MAX_TIMESTEP, device)
+    check_data_fits_env(data, params.env_id, data_path)
+    sampler = WindowSampler(data, run.context_len, params.batch_size // ddp.world, run.seed + ddp.rank)
+    model_cfg = ModelConfig(
+        **params.model.model_dump(),
+        state_dim=data.states.shape[1],
+        act_dim=data.actions.shape[1],
+        context_len=run.context_len,
+    )
+    model = DecisionTransformer(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=fused_adamw)
+    warmup = max(1, params.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+
+    checkpoints = Checkpoints(out_dir, params.fingerprint(run, data_sha256), ddp)
+    state = checkpoints.resume(model, optimizer, scheduler, scaler, sampler)
+    step, best_return = state["step"], state["best_return"]
+    log = TrainLog(log_path, state["log"])
+
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
+    net = torch.compile(net) if params.compile else net
+    autocast = torch.autocast(device.type, amp_dtype) if amp_dtype else contextlib.nullcontext()
+
+    def snapshot(with_state: bool) -> dict:
         ckpt = {
-            "model": self.model.state_dict(),
-            "config": self.model_cfg.to_dict(),
-            "state_mean": torch.as_tensor(self.data.state_mean),
-            "state_std": torch.as_tensor(self.data.state_std),
-            "return_scale": self.cfg.return_scale,
-            "step": self.step,
-            "env_id": self.cfg.env_id,
-            "train_seed": self.cfg.seed,
-            "fingerprint": self.fingerprint,
+            "model": model.state_dict(),
+            "config": model_cfg.to_dict(),
+            "state_mean": torch.as_tensor(data.state_mean),
+            "state_std": torch.as_tensor(data.state_std),
+            "return_scale": params.return_scale,
+            "step": step,
+            "env_id": params.env_id,
+            "train_seed": run.seed,
+            "fingerprint": checkpoints.fingerprint,
         }
         if with_state:
-            samplers = [None] * self.dist.world
-            state = self.sampler.generator.get_state()
-            if self.dist.world > 1:
-                dist.all_gather_object(samplers, state)
-            else:
-                samplers = [state]
             ckpt.update(
-                optimizer=self.optimizer.state_dict(),
-                scheduler=self.scheduler.state_dict(),
-                scaler=self.scaler.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict(),
                 rng_torch=torch.get_rng_state(),
-                rng_samplers=samplers,
-                best_return=self.best_return,
+                rng_samplers=checkpoints.gather(sampler.generator.get_state()),
+                best_return=best_return,
+                log=log.rows,
             )
         return ckpt
 
-    def _save(self, name: str, ckpt: dict) -> None:
-        with atomic_output(self.out_dir / name) as tmp:
-            torch.save(ckpt, tmp)
+    model.train()
+    bar = tqdm(total=params.steps, initial=step, desc="train", unit="step", disable=not ddp.main, mininterval=1.0)
+    started, first_step = time.perf_counter(), step
+    window_start, window_steps, running = time.perf_counter(), 0, torch.zeros((), device=device)
+    while step < params.steps:
+        batch = sampler.sample()
+        with autocast:
+            pred = net(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["mask"])
+        loss = action_loss(pred, batch["actions"], batch["mask"])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        running += loss.detach()
+        step, window_steps = step + 1, window_steps + 1
+        bar.update(1)
 
-    def _resume(self) -> None:
-        path = self.out_dir / "last.pt"
-        if not path.exists():
-            return
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        if ckpt.get("fingerprint") != self.fingerprint:
-            if self.dist.main:
-                print(f"train: {path} is from other params or data; starting afresh")
-            return
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng_torch"].cpu())
-        self.sampler.generator.set_state(ckpt["rng_samplers"][self.dist.rank].cpu())
-        self.step, self.best_return = int(ckpt["step"]), float(ckpt["best_return"])
-        if self.dist.main:
-            print(f"train: resuming from {path} at step {self.step}")
-
-    # -- the loop ------------------------------------------------------------------------------------
-    def train_step(self) -> torch.Tensor:
-        b = self.sampler.sample()
-        ctx = torch.autocast(self.device.type, self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
-        with ctx:
-            pred = self.net(b["states"], b["actions"], b["returns_to_go"], b["timesteps"], b["mask"])
-        loss = action_loss(pred, b["actions"], b["mask"])
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        return loss.detach()
-
-    def evaluate(self) -> float:
-        policy = Policy(self.model, self.data.state_mean, self.data.state_std, self.cfg.return_scale)
-        seeds = range(self.cfg.seed + 10_000, self.cfg.seed + 10_000 + self.cfg.eval_episodes)
-        returns = run_episodes(policy, self.cfg.env_id, seeds, self.cfg.eval_target).returns
-        self.model.train()
-        return float(returns.mean())
-
-    def run(self) -> dict:
-        cfg, main = self.cfg, self.dist.main
-        log_rows = self._read_log() if main else []
-        evals = [r for r in log_rows if r.get("eval_return")]
-        self.model.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not main, mininterval=1.0)
-        window_start, window_steps, running = time.perf_counter(), 0, torch.zeros((), device=self.device)
-        started = time.perf_counter()
-        first_step = self.step
-        while self.step < cfg.steps:
-            running += self.train_step()
-            self.step += 1
-            window_steps += 1
-            bar.update(1)
-            row = None
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                elapsed = time.perf_counter() - window_start
-                samples = window_steps * cfg.batch_size / elapsed
-                loss = (running / window_steps).item()
-                row = {
-                    "step": self.step,
-                    "loss": loss,
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "samples_per_s": samples,
-                    "tokens_per_s": samples * 3 * cfg.context_len,
-                }
-                bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples:,.0f}", refresh=False)
-                window_start, window_steps, running = time.perf_counter(), 0, torch.zeros((), device=self.device)
-            if main and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                ret = self.evaluate()
-                row = {
-                    **(row or {"step": self.step}),
-                    "eval_return": ret,
-                    "eval_score": float(normalized_score(ret, cfg.env_id)),
-                }
-                evals.append(row)
-                if ret > self.best_return:
-                    self.best_return = ret
-                    self._save("best.pt", self._checkpoint(with_state=False))
-            if row is not None and main:
-                log_rows.append(row)
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                ckpt = self._checkpoint(with_state=True)  # every rank joins the gather
-                if main:
-                    self._write_log(log_rows)
-                    self._save("last.pt", ckpt)
-        bar.close()
-        seconds = time.perf_counter() - started
-        if self.dist.world > 1:
-            dist.barrier()
-            dist.destroy_process_group()
-        best = max(evals, key=lambda r: r["eval_return"]) if evals else {}
-        return {
-            "steps": self.step,
-            "final_loss": log_rows[-1]["loss"] if log_rows and "loss" in log_rows[-1] else None,
-            "best_step": best.get("step"),
-            "best_eval_return": best.get("eval_return"),
-            "best_eval_score": best.get("eval_score"),
-            "steps_per_s_this_run": (self.step - first_step) / seconds if seconds > 0 else None,
-            "processes": self.dist.world,
-            "device": self.device.type,
-        }
-
-    def _read_log(self) -> list[dict]:
-        if self.step == 0 or not self.log_path.exists():
-            return []
-        with open(self.log_path) as f:
-            rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f, delimiter="\t")]
-        return [r for r in rows if r["step"] <= self.step]
-
-    def _write_log(self, rows: list[dict]) -> None:
-        fields = LOG_FIELDS + ("eval_return", "eval_score")
-        with atomic_output(self.log_path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fields, delimiter="\t", restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-def train(cfg: TrainConfig, data_path, out_dir, log_path, metrics_path) -> dict:
-    trainer = Trainer(cfg, data_path, out_dir, log_path, file_sha256(data_path))
-    metrics = trainer.run()
-    if not trainer.dist.main:
+        row = {}
+        if step % params.log_every == 0 or step == params.steps:
+            mean_loss = (running / window_steps).item()  # the only sync with the device between evaluations
+            if not math.isfinite(mean_loss):
+                raise DtreproError(
+                    f"Training {run.name} diverged: the loss became {mean_loss} between steps {step - window_steps} "
+                    f"and {step}. Check the data (repair refuses values beyond repair.max_abs_*), lower train.lr, "
+                    f"or set train.amp: false. Nothing after step {checkpoints.saved_step} was written."
+                )
+            samples = window_steps * params.batch_size / (time.perf_counter() - window_start)
+            row = {
+                "step": step,
+                "loss": mean_loss,
+                "lr": scheduler.get_last_lr()[0],
+                "samples_per_s": samples,
+                "tokens_per_s": samples * 3 * run.context_len,
+            }
+            bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples:,.0f}", refresh=False)
+            window_start, window_steps, running = time.perf_counter(), 0, torch.zeros((), device=device)
+        if ddp.main and (step % params.eval_every == 0 or step == params.steps):
+            ret = evaluate_policy(model, data, params, run.seed)
+            row.update(step=step, eval_return=ret, eval_score=float(normalized_score(ret, params.env_id)))
+            if ret > best_return:
+                best_return = ret
+                checkpoints.save("best.pt", snapshot(with_state=False))
+        if row and ddp.main:
+            log.append(row)
+        if step % params.checkpoint_every == 0 or step == params.steps:
+            checkpoints.save("last.pt", snapshot(with_state=True))  # every rank joins the gather inside
+    bar.close()
+    seconds = time.perf_counter() - started
+    if ddp.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not ddp.main:
         return {}
+    log.write()
+    best = max(log.evaluations, key=lambda r: r["eval_return"], default={})
+    losses = [r["loss"] for r in log.rows if r.get("loss") is not None]
+    metrics = {
+        "steps": step,
+        "final_loss": losses[-1] if losses else None,
+        "best_step": best.get("step"),
+        "best_eval_return": best.get("eval_return"),
+        "best_eval_score": best.get("eval_score"),
+        "steps_per_s_this_run": (step - first_step) / seconds if step > first_step else None,
+        "processes": ddp.world,
+        "device": device.type,
+    }
     write_json(metrics_path, metrics)
     return metrics
+
+
+class Checkpoints:
+    """last.pt (the resume point) and best.pt of one run, in its folder."""
+
+    def __init__(self, folder: Path, fingerprint: str, ddp: Distributed):
+        self.folder, self.fingerprint, self.ddp = folder, fingerprint, ddp
+        self.saved_step = 0
+
+    def gather(self, sampler_state: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's sampler RNG state (all ranks must call it), for rank 0 to save."""
+        states = [sampler_state] * self.ddp.world
+        if self.ddp.world > 1:
+            dist.all_gather_object(states, sampler_state)
+        return states
+
+    def save(self, name: str, ckpt: dict) -> None:
+        if not self.ddp.main:
+            return
+        with atomic_output(self.folder / name) as tmp:
+            torch.save(ckpt, tmp)
+        if name == "last.pt":
+            self.saved_step = ckpt["step"]
+
+    def _say(self, text: str) -> None:
+        if self.ddp.main:
+            print(f"train: {text}", flush=True)
+
+    def resume(self, model, optimizer, scheduler, scaler, sampler) -> dict:
+        """Load last.pt into the training state if it is this run's; what the loop starts from."""
+        fresh = {"step": 0, "best_return": -math.inf, "log": []}
+        path = self.folder / "last.pt"
+        if not path.exists():
+            return fresh
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except DAMAGED as err:
+            self._say(f"{path} cannot be read ({type(err).__name__}); it is damaged or cut short: starting afresh")
+            return fresh
+        if ckpt.get("fingerprint") != self.fingerprint or "log" not in ckpt:
+            self._say(f"{path} is from other params or data; starting afresh")
+            return fresh
+        if math.isfinite(ckpt["best_return"]) and not (self.folder / "best.pt").exists():
+            self._say(f"{path} is complete up to step {ckpt['step']} but best.pt is missing; starting afresh")
+            return fresh
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng_torch"])
+        sampler.generator.set_state(ckpt["rng_samplers"][self.ddp.rank])
+        self.saved_step = int(ckpt["step"])
+        self._say(f"resuming from {path} at step {self.saved_step}")
+        return {"step": self.saved_step, "best_return": float(ckpt["best_return"]), "log": ckpt["log"]}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dtrepro.collect.rollout import make_env
+from dtrepro.envs import make_env
 
 
 @dataclass
@@ -72,26 +72,24 @@ class ARSConfig:
     max_episode_steps: int = 1000
 
 
-def episode(env, policy: LinearPolicy, seed: int, shift: float, limit: int) -> tuple[float, float, np.ndarray]:
-    """One episode: (shifted return, true return, visited states)."""
+def episode(env, policy: LinearPolicy, seed: int, shift: float) -> tuple[float, float, np.ndarray]:
+    """One episode, to its termination or its env's time limit: (shifted return, true return, visited states)."""
     obs, _ = env.reset(seed=seed)
-    states = np.empty((limit, len(obs)))
-    shifted = total = 0.0
-    for t in range(limit):
-        states[t] = obs
-        obs, reward, terminated, _, _ = env.step(policy.act(obs))
+    states, shifted, total, done = [], 0.0, 0.0, False
+    while not done:
+        states.append(obs)
+        obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
         total += reward
         shifted += reward - shift
-        if terminated:
-            break
-    return shifted, total, states[: t + 1]
+        done = terminated or truncated
+    return shifted, total, np.array(states)
 
 
 class ARS:
     """The training state; `iterate()` runs one ARS update and reports its progress."""
 
     def __init__(self, env_id: str, config: ARSConfig, seed: int):
-        self.env = make_env(env_id)
+        self.env = make_env(env_id, config.max_episode_steps)
         self.config = config
         self.rng = np.random.default_rng(seed)
         obs_dim, act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
@@ -115,9 +113,7 @@ class ARS:
         for k in range(c.directions):
             for j, sign in enumerate((1.0, -1.0)):
                 policy = LinearPolicy(self.weights + sign * c.noise * deltas[k], mean, std)
-                shifted[k, j], total, states = episode(
-                    self.env, policy, int(seeds[k, j]), c.reward_shift, c.max_episode_steps
-                )
+                shifted[k, j], total, states = episode(self.env, policy, int(seeds[k, j]), c.reward_shift)
                 true_returns.append(total)
                 visited.append(states)
                 self.env_steps += len(states)
@@ -131,5 +127,5 @@ class ARS:
     def evaluate(self, episodes: int, seed: int) -> np.ndarray:
         """True returns of the current (noise-free) policy over `episodes` seeded episodes."""
         policy = self.policy
-        returns = [episode(self.env, policy, seed + i, 0.0, self.config.max_episode_steps)[1] for i in range(episodes)]
+        returns = [episode(self.env, policy, seed + i, 0.0)[1] for i in range(episodes)]
         return np.array(returns)

@@ -4,31 +4,25 @@ Row t holds the observation before step t, the action taken, the reward, the
 next observation, `terminals` (the env terminated) and `timeouts` (the episode
 was truncated at its step limit), plus `infos/qpos` and `infos/qvel` of the
 state before the step, and `infos/action_log_probs` when the policy returns
-(action, log-probability). The first reset is seeded; the env's own generator
-then seeds every later reset, so one seed fixes the whole dataset. The last
-episode is cut where the row budget ends: flagged as a timeout by default, or,
-with `flag_last=False`, flagged neither way as in D4RL's own files.
+(action, log-probability). Episodes end where gymnasium's env says: `terminated`,
+or `truncated` by its `TimeLimit` at `max_episode_steps`. The first reset is
+seeded; the env's own generator then seeds every later reset, so one seed fixes
+the whole dataset. The last episode is cut where the row budget ends: flagged as
+a timeout by default, or, with `flag_last=False`, flagged neither way as in
+D4RL's own files.
 """
 
 from __future__ import annotations
 
-import itertools
-import warnings
-from typing import Callable, Iterable
+from typing import Callable
 
-import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
 from dtrepro.data.d4rl import D4RLData
+from dtrepro.envs import make_env
 
 Policy = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, float]"]
-
-
-def make_env(env_id: str) -> gym.Env:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # gymnasium flags Hopper-v4 as superseded by v5; v4 is deliberate
-        return gym.make(env_id).unwrapped
 
 
 def rollout(
@@ -36,13 +30,12 @@ def rollout(
     policy: Policy,
     rows: int,
     seed: int,
-    episode_limits: int | Iterable[int] = 1000,
+    max_episode_steps: int = 1000,
     progress: bool = False,
     flag_last: bool = True,
 ) -> D4RLData:
-    """Collect `rows` transitions. `episode_limits` is the step limit, or limits for the episodes in turn, cycled."""
-    env = make_env(env_id)
-    limits = itertools.cycle([episode_limits] if isinstance(episode_limits, int) else list(episode_limits))
+    """Collect `rows` transitions."""
+    env = make_env(env_id, max_episode_steps)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     nq, nv = env.unwrapped.model.nq, env.unwrapped.model.nv
     out = {
@@ -58,7 +51,7 @@ def rollout(
     log_probs, has_log_probs = np.empty(rows, np.float32), False
     data = env.unwrapped.data
     obs, _ = env.reset(seed=seed)
-    limit, t, episode_return = next(limits), 0, 0.0
+    episode_return = 0.0
     bar = tqdm(range(rows), desc=f"rollout {env_id}", unit="step", disable=not progress, mininterval=1.0)
     for row in bar:
         out["infos/qpos"][row], out["infos/qvel"][row] = data.qpos, data.qvel
@@ -66,17 +59,16 @@ def rollout(
         if isinstance(action, tuple):
             (action, log_probs[row]), has_log_probs = action, True
         action = np.asarray(action, dtype=np.float32)
-        next_obs, reward, terminated, _, _ = env.step(action)
-        t += 1
+        next_obs, reward, terminated, truncated, _ = env.step(action)
         episode_return += reward
         out["observations"][row], out["next_observations"][row] = obs, next_obs
         out["actions"][row], out["rewards"][row] = action, reward
         out["terminals"][row] = terminated
-        out["timeouts"][row] = not terminated and t >= limit
-        if terminated or t >= limit:
+        out["timeouts"][row] = truncated and not terminated
+        if terminated or truncated:
             bar.set_postfix(last_return=f"{episode_return:.0f}", refresh=False)
             obs, _ = env.reset()
-            limit, t, episode_return = next(limits), 0, 0.0
+            episode_return = 0.0
         else:
             obs = next_obs
     env.close()

@@ -24,22 +24,27 @@ Everything is vectorised over rows; a million rows take well under a second.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
+
+from dtrepro.params import Params
 
 METHODS = ("terminal_flag", "timeout_flag", "next_observations", "reset_state", "time_limit", "file_end")
 
 
-@dataclass(frozen=True)
-class BoundaryRules:
-    """Physical facts about the env the data came from (defaults: Hopper)."""
+class BoundaryRules(Params):
+    """Physical facts about the env the data came from (the keys of params.yaml's `repair` section that say
+    where episodes end)."""
 
-    max_episode_steps: int = 1000
-    dt: float = 0.008
-    reset_height: float = 1.25
-    reset_noise: float = 0.005
-    continuity_tolerance: float = 0.005
-    velocity_clip: float = 10.0
+    section = "repair"
+    max_episode_steps: Annotated[int, Field(ge=1)]
+    dt: Annotated[float, Field(gt=0)]
+    reset_height: float
+    reset_noise: Annotated[float, Field(ge=0)]
+    continuity_tolerance: Annotated[float, Field(ge=0)]
+    velocity_clip: Annotated[float, Field(gt=0)]
 
 
 @dataclass

@@ -9,7 +9,9 @@ files any D4RL reader can open, byte-identical for identical inputs.
 
 from __future__ import annotations
 
+import functools
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +28,43 @@ VERSIONS = ("v0", "v1", "v2")
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 FLAG_KEYS = ("terminals", "timeouts")
 FLOAT_KEYS = ("observations", "actions", "rewards")
+# dimensions of each per-row dataset (rewards of shape (N, 1) are flattened first)
+RANKS = {
+    "observations": 2,
+    "actions": 2,
+    "rewards": 1,
+    "terminals": 1,
+    "timeouts": 1,
+    "next_observations": 2,
+    "infos/qpos": 2,
+    "infos/qvel": 2,
+}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def dataset_url(name: str) -> str:
-    """Map a D4RL gym-mujoco dataset name such as `hopper-medium-v2` to D4RL's own URL.
+@dataclass(frozen=True)
+class DatasetFile:
+    """Where a D4RL dataset lives under D4RL's folder, and its published size and SHA-256 (None if unknown)."""
+
+    path: str
+    bytes: int | None
+    sha256: str | None
+
+    @property
+    def url(self) -> str:
+        return f"{D4RL_BASE_URL}/{self.path}"
+
+
+@functools.cache
+def published_files() -> dict[str, tuple[int, str]]:
+    """path -> (bytes, SHA-256) of every D4RL gym-mujoco file whose hash is public (d4rl_files.tsv)."""
+    rows = Path(__file__).with_name("d4rl_files.tsv").read_text().splitlines()
+    table = [r.split("\t") for r in rows if r and not r.startswith("#")][1:]
+    return {path: (int(size), digest) for path, size, digest in table}
+
+
+def dataset_file(name: str) -> DatasetFile:
+    """Map a D4RL gym-mujoco dataset name such as `hopper-medium-v2` to its file.
 
     v0 files live in `gym_mujoco/` with D4RL's old names (medium-replay was
     called `mixed`, and walker2d's was `walker_mixed`); v1 and v2 files live in
@@ -50,8 +84,15 @@ def dataset_url(name: str) -> str:
         if kind == "medium-replay":
             stem = "mixed"
             env = "walker" if env == "walker2d" else env
-        return f"{D4RL_BASE_URL}/gym_mujoco/{env}_{stem}.hdf5"
-    return f"{D4RL_BASE_URL}/gym_mujoco_{version}/{env}_{kind.replace('-', '_')}-{version}.hdf5"
+        path = f"gym_mujoco/{env}_{stem}.hdf5"
+    else:
+        path = f"gym_mujoco_{version}/{env}_{kind.replace('-', '_')}-{version}.hdf5"
+    size, digest = published_files().get(path, (None, None))
+    return DatasetFile(path, size, digest)
+
+
+def dataset_url(name: str) -> str:
+    return dataset_file(name).url
 
 
 @dataclass
@@ -74,6 +115,33 @@ def as_v0_layout(data: D4RLData) -> D4RLData:
     """The same rows as D4RL's old v0 files held them: no `timeouts`, no `next_observations`, no infos."""
     keep = {k: v for k, v in data.arrays.items() if k in REQUIRED_KEYS}
     return D4RLData(keep, {**data.metadata, "layout": "v0"})
+
+
+def require_regular_file(path: str | os.PathLike, what: str = "Input file") -> Path:
+    """`path` if it is a regular file this process can read; else one paragraph saying what it is instead.
+
+    A directory, a FIFO (which would block the reader forever) or a device is refused before it is opened.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DtreproError(
+            f"{what} {path} does not exist. Run the stage before it (dvc repro) or give its path."
+        ) from None
+    except OSError as err:
+        raise DtreproError(f"{what} {path} cannot be examined ({err.strerror}).") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise DtreproError(f"{what} {path} is {kind}; give the path of a regular file.")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise DtreproError(
+            f"{what} {path} cannot be read ({err.strerror}); check its permissions, or run as a user who may read it."
+        ) from None
+    return path
 
 
 def is_hdf5(path: str | os.PathLike) -> bool:
@@ -103,7 +171,7 @@ def check_d4rl_file(path: str | os.PathLike) -> None:
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in REQUIRED_KEYS if k not in f]
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         raise DtreproError(
             f"{path} has the HDF5 signature but cannot be read ({err}); it is truncated "
             f"or corrupt. Delete it and download or copy it again."
@@ -117,9 +185,7 @@ def check_d4rl_file(path: str | os.PathLike) -> None:
 
 def read_d4rl(path: str | os.PathLike) -> D4RLData:
     """Read every dataset of a D4RL-layout file and validate it (see `validate`)."""
-    path = Path(path)
-    if not path.exists():
-        raise DtreproError(f"Input file {path} does not exist. Run the stage before it (dvc repro) or give --input.")
+    path = require_regular_file(path)
     check_d4rl_file(path)
     arrays: dict[str, np.ndarray] = {}
     try:
@@ -133,7 +199,7 @@ def read_d4rl(path: str | os.PathLike) -> D4RLData:
                     arrays[name] = obj[()]
 
             f.visititems(visit)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         raise DtreproError(
             f"{path} cannot be read past its header ({err}); it is truncated or corrupt. "
             f"Delete it and download or copy it again."
@@ -157,14 +223,19 @@ def validate(data: D4RLData, path: str | os.PathLike) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in a]
     if missing:
         raise DtreproError(f"{path} lacks the D4RL dataset(s) {', '.join(missing)}.")
+    if a["rewards"].ndim == 2 and a["rewards"].shape[1] == 1:
+        a["rewards"] = a["rewards"][:, 0]
+    for key, ndim in RANKS.items():
+        if key in a and a[key].ndim != ndim:
+            raise DtreproError(
+                f"{path}: '{key}' has shape {a[key].shape}; D4RL layout needs {ndim} dimension(s) (rows first)."
+            )
     n = len(a["rewards"])
     if n == 0:
         raise DtreproError(f"{path} holds no rows: 'rewards' is empty. Use a non-empty dataset.")
-    if a["rewards"].ndim == 2 and a["rewards"].shape[1] == 1:
-        a["rewards"] = a["rewards"][:, 0]
-    for key, ndim in (("observations", 2), ("actions", 2), ("rewards", 1), ("terminals", 1), ("timeouts", 1)):
-        if key in a and a[key].ndim != ndim:
-            raise DtreproError(f"{path}: '{key}' has shape {a[key].shape}; D4RL layout needs {ndim} dimension(s).")
+    for key in ("observations", "actions", "next_observations", "infos/qpos", "infos/qvel"):
+        if key in a and a[key].shape[1] == 0:
+            raise DtreproError(f"{path}: '{key}' has shape {a[key].shape}: rows of width 0 hold nothing to learn from.")
     ragged = {
         k: len(v)
         for k, v in a.items()
@@ -181,9 +252,12 @@ def validate(data: D4RLData, path: str | os.PathLike) -> None:
             f"{path}: 'next_observations' has shape {a['next_observations'].shape}, "
             f"not that of 'observations' {a['observations'].shape}."
         )
-    for key in FLOAT_KEYS:
-        if not np.issubdtype(a[key].dtype, np.floating):
-            raise DtreproError(f"{path}: '{key}' has dtype {a[key].dtype}; D4RL layout needs floating point.")
+    for key in FLOAT_KEYS + tuple(k for k in ("next_observations",) if k in a):
+        if a[key].dtype not in (np.float32, np.float64):
+            raise DtreproError(
+                f"{path}: '{key}' has dtype {a[key].dtype}; D4RL layout needs float32 or float64 (float16 rounds "
+                f"states too coarsely to tell consecutive rows apart). Convert the dataset to float32."
+            )
         bad = ~np.isfinite(a[key])
         if bad.any():
             rows = np.unique(np.nonzero(bad)[0])

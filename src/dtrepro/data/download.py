@@ -1,28 +1,33 @@
 """Fetch a dataset file from a URL or a local path, resumably and verifiably.
 
 The bytes go to `<output>.part` (kept between runs, so a later run resumes it
-with an HTTP Range request), with a progress bar, retrying with exponential
-backoff after a dropped connection or a server error. Once complete the file
-is checked against `sha256` when one is given, opened as a D4RL file, and only
-then renamed onto `<output>`, with the hash it had written to `<output>.sha256`.
+with an HTTP Range request whose answer must start exactly where the part ends),
+with a progress bar, retrying with exponential backoff after a dropped connection
+or a server error, within an overall deadline. Once complete the file is checked
+against its published size and SHA-256 (`d4rl_files.tsv`, or `data.sha256`)
+unless `data.check_sha256` is false, opened as a D4RL file, and only then renamed
+onto `<output>`, with the hash it had written to `<output>.sha256`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import requests
+import urllib3
+from pydantic import Field
 from tqdm import tqdm
 
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
-from dtrepro.data.d4rl import check_d4rl_file, dataset_url
+from dtrepro.data.d4rl import DatasetFile, check_d4rl_file, dataset_file, require_regular_file
 from dtrepro.errors import DtreproError
-from dtrepro.params import from_section
+from dtrepro.params import Params
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little of what arrived
 OFFLINE_ADVICE = (
@@ -32,28 +37,44 @@ OFFLINE_ADVICE = (
 )
 
 
-@dataclass(frozen=True)
-class DownloadParams:
-    """The download-related keys of the `data` section of params.yaml."""
+class DownloadParams(Params):
+    """The `data` section of params.yaml."""
 
-    dataset: str = "hopper-medium-v2"
-    url: str | None = None
-    sha256: str | None = None
-    retries: int = 5
-    timeout_s: float = 10.0
-    give_up_after_s: float = 20.0
+    section = "data"
+    source: Literal["download", "collect"]
+    dataset: str
+    url: str | None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
+    check_sha256: bool
+    retries: Annotated[int, Field(ge=1)]
+    timeout_s: Annotated[float, Field(gt=0)]
+    give_up_after_s: Annotated[float, Field(gt=0)]
+    deadline_s: Annotated[float, Field(gt=0)]
 
-    @classmethod
-    def from_dict(cls, section: dict) -> "DownloadParams":
-        return from_section(cls, section, "data", other_readers=("source",))
+    @property
+    def file(self) -> DatasetFile:
+        return dataset_file(self.dataset)
 
     @property
     def resolved_url(self) -> str:
-        return self.url or dataset_url(self.dataset)
+        return self.url or self.file.url
+
+    @property
+    def expected(self) -> tuple[int | None, str | None]:
+        """(size, SHA-256) the file must have: data.sha256 if set, else the dataset's published ones."""
+        if not self.check_sha256:
+            return None, None
+        if self.sha256:
+            return None, self.sha256.lower()
+        return self.file.bytes, self.file.sha256
 
 
 class _Retry(Exception):
     """A failure worth another attempt (dropped connection, time-out, server error)."""
+
+
+class _Deadline(Exception):
+    """The whole download took longer than data.deadline_s."""
 
 
 def _is_local(url: str) -> bool:
@@ -66,9 +87,7 @@ def _local_path(url: str) -> Path:
 
 
 def _copy_local(url: str, part: Path) -> None:
-    source = _local_path(url)
-    if not source.is_file():
-        raise DtreproError(f"data.url points to {source}, which is not a file. Give the path of a D4RL HDF5 file.")
+    source = require_regular_file(_local_path(url), "data.url points to")
     with open(source, "rb") as src, open(part, "wb") as dst, _bar(source.name, source.stat().st_size, 0) as bar:
         for chunk in iter(lambda: src.read(CHUNK), b""):
             dst.write(chunk)
@@ -79,8 +98,18 @@ def _bar(name: str, total: int | None, initial: int) -> tqdm:
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, mininterval=1.0)
 
 
-def _attempt(session: requests.Session, url: str, part: Path, timeout: float) -> None:
-    """One HTTP request: resume from the `.part` file's size, append until the server stops."""
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of a `Content-Range: bytes START-END/TOTAL` header; None if it is not one."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", content_range or "")
+    return int(match.group(1)) if match else None
+
+
+def _attempt(session: requests.Session, url: str, part: Path, timeout: float, deadline: float) -> None:
+    """One HTTP request: resume from the `.part` file's size, append until the server stops.
+
+    A 206 must start exactly at the requested offset (its Content-Range says where it starts); any other
+    answer to a Range request would corrupt the file, so the part is discarded and the download starts over.
+    """
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
@@ -102,15 +131,30 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float) ->
                     f"then set data.url to the file's direct address. {OFFLINE_ADVICE}"
                 )
             resumed = resp.status_code == 206
-            if offset and not resumed:
-                offset = 0  # the server ignored the Range header: start over
+            if resumed:
+                start = _range_start(resp.headers.get("Content-Range"))
+                if start != offset:
+                    part.unlink(missing_ok=True)
+                    raise _Retry(
+                        f"the server answered the request for bytes {offset}- with Content-Range "
+                        f"{resp.headers.get('Content-Range')!r}; discarded the partial file, starting over"
+                    )
+            elif offset:
+                offset = 0  # the server ignored the Range header and sent the whole file: start over
             length = resp.headers.get("Content-Length")
             total = offset + int(length) if length is not None else None
             with open(part, "ab" if resumed else "wb") as out, _bar(part.name[: -len(".part")], total, offset) as bar:
-                for chunk in resp.iter_content(CHUNK):
+                while chunk := resp.raw.read1(CHUNK, decode_content=True):  # returns what has arrived
                     out.write(chunk)
                     bar.update(len(chunk))
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+                    if time.monotonic() > deadline:
+                        raise _Deadline(f"{part.stat().st_size:,} bytes had arrived")
+    except (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.HTTPError,
+    ) as err:
         raise _Retry(str(err)) from None
     if total is not None and part.stat().st_size < total:
         raise _Retry(f"connection closed after {part.stat().st_size} of {total} bytes")
@@ -120,18 +164,25 @@ def _fetch_http(url: str, part: Path, params: DownloadParams) -> None:
     session = requests.Session()
     failures, delay = 0, 0.5
     last_progress = time.monotonic()
+    deadline = last_progress + params.deadline_s
     while True:
         size_before = part.stat().st_size if part.exists() else 0
         try:
-            _attempt(session, url, part, params.timeout_s)
+            _attempt(session, url, part, params.timeout_s, deadline)
             return
+        except _Deadline as err:
+            raise DtreproError(
+                f"Downloading {url} took longer than data.deadline_s={params.deadline_s:g} s ({err}); the server "
+                f"is too slow. {part} is kept and the next run resumes it; raise data.deadline_s to wait longer. "
+                f"{OFFLINE_ADVICE}"
+            ) from None
         except _Retry as err:
             size_after = part.stat().st_size if part.exists() else 0
             if size_after > size_before:  # progress: the connection works, keep going
                 failures, delay, last_progress = 0, 0.5, time.monotonic()
             failures += 1
             waited = time.monotonic() - last_progress
-            if failures > params.retries or waited + delay > params.give_up_after_s:
+            if failures > params.retries or waited + delay > params.give_up_after_s or time.monotonic() > deadline:
                 raise DtreproError(
                     f"Could not download {url}: {err} (gave up after {failures} attempt(s) and "
                     f"{waited:.0f} s without progress). {OFFLINE_ADVICE}"
@@ -153,13 +204,23 @@ def download(params: DownloadParams, output: str | os.PathLike) -> str:
     else:
         _fetch_http(url, part, params)
 
-    digest = file_sha256(part)
-    if params.sha256 and digest.lower() != params.sha256.lower():
+    size, sha256 = params.expected
+    seen = part.stat().st_size
+    if size is not None and seen != size:
         part.unlink()
         raise DtreproError(
-            f"The file from {url} has SHA-256 {digest}, but data.sha256 expects {params.sha256}. "
-            f"The download is corrupt or the file changed upstream; it was deleted. Run again to "
-            f"download it afresh, or correct data.sha256."
+            f"The file from {url} has {seen:,} bytes, but {params.dataset} has {size:,} (its published size). "
+            f"The download is corrupt or not that dataset; it was deleted. Run again to download it afresh; for a "
+            f"file you changed on purpose, set data.check_sha256: false."
+        )
+    digest = file_sha256(part)
+    if sha256 is not None and digest != sha256:
+        part.unlink()
+        where = "data.sha256" if params.sha256 else f"the published hash of {params.dataset}"
+        raise DtreproError(
+            f"The file from {url} has SHA-256 {digest}, but {where} is {sha256}. The download is corrupt or the "
+            f"file changed; it was deleted. Run again to download it afresh; for a file you changed on purpose, "
+            f"set data.check_sha256: false (the source metrics record that the check was off)."
         )
     try:
         check_d4rl_file(part)
@@ -189,8 +250,11 @@ def download_to_files(
     )
     metrics = {
         "source": "download",
-        "dataset": params.dataset if not params.url else None,
+        "dataset": params.dataset,
+        "url": params.resolved_url,
         "bytes": Path(output).stat().st_size,
+        "sha256": digest,
+        "sha256_checked": params.expected[1] is not None,
     }
     write_json(metrics_path, metrics)
-    return {**metrics, "sha256": digest, "url": params.resolved_url}
+    return metrics

@@ -9,31 +9,50 @@ are clipped, and the report counts every row changed and why.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from dtrepro import __version__
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.boundaries import METHODS, BoundaryRules, find_boundaries
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
+from dtrepro.data.episodes import episode_stats
 from dtrepro.errors import DtreproError
-from dtrepro.params import from_section
-from dtrepro.stats import episode_stats
 
 
-@dataclass(frozen=True)
 class RepairParams(BoundaryRules):
     """The `repair` section of params.yaml."""
 
-    action_low: float = -1.0
-    action_high: float = 1.0
-    action_tolerance: float = 1e-3
+    action_low: float
+    action_high: float
+    action_tolerance: Annotated[float, Field(ge=0)]
+    max_abs_observation: Annotated[float, Field(gt=0)]
+    max_abs_reward: Annotated[float, Field(gt=0)]
 
-    @classmethod
-    def from_dict(cls, section: dict) -> "RepairParams":
-        return from_section(cls, section, "repair")
+
+def check_magnitudes(data: D4RLData, params: RepairParams, path: str | os.PathLike) -> None:
+    """Refuse finite values far beyond any env's scale (1e30 rewards, 3e38 states): they train to NaN."""
+    bounds = {
+        "observations": ("max_abs_observation", params.max_abs_observation),
+        "next_observations": ("max_abs_observation", params.max_abs_observation),
+        "rewards": ("max_abs_reward", params.max_abs_reward),
+    }
+    for key, (param, bound) in bounds.items():
+        if key not in data.arrays:
+            continue
+        values = np.abs(data.arrays[key].astype(np.float64))
+        beyond = values > bound
+        if beyond.any():
+            rows = np.unique(np.nonzero(beyond)[0])
+            raise DtreproError(
+                f"{path}: '{key}' holds {int(beyond.sum())} value(s) beyond ±{bound:g} (repair.{param}) in "
+                f"{len(rows)} row(s), the largest {values.max():.4g}, first at row {int(rows[0])}. No locomotion "
+                f"env produces such values; the file is damaged or not what data.dataset names. If the values "
+                f"are real, raise repair.{param}."
+            )
 
 
 def clip_actions(actions: np.ndarray, params: RepairParams, path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -58,6 +77,7 @@ def repair_dataset(raw: D4RLData, params: RepairParams, path: str | os.PathLike 
     """Return the clean dataset and the report (flat keys) for a raw one."""
     a = raw.arrays
     n = raw.rows
+    check_magnitudes(raw, params, path)
     actions, actions_clipped = clip_actions(a["actions"], params, path)
     found = find_boundaries(
         a["observations"],
@@ -71,7 +91,7 @@ def repair_dataset(raw: D4RLData, params: RepairParams, path: str | os.PathLike 
     old_timeouts = a["timeouts"] if raw.has_timeouts else np.zeros(n, dtype=bool)
     clean = D4RLData(
         {**a, "actions": actions, "terminals": found.terminals, "timeouts": found.timeouts},
-        {**raw.metadata, "repair/version": __version__, **{f"repair/{k}": v for k, v in asdict(params).items()}},
+        {**raw.metadata, "repair/version": __version__, **{f"repair/{k}": v for k, v in params.model_dump().items()}},
     )
     ends = found.ends
     trailing = found.method[-1] == METHODS.index("file_end")

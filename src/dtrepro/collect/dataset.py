@@ -13,9 +13,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from dtrepro import __version__
@@ -24,46 +26,39 @@ from dtrepro.collect.ars import ARS, ARSConfig, LinearPolicy
 from dtrepro.collect.rollout import rollout
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
+from dtrepro.data.episodes import episode_ends, episode_stats
 from dtrepro.errors import DtreproError
-from dtrepro.params import from_section
+from dtrepro.params import Params
 from dtrepro.scores import normalized_score, return_for_score
-from dtrepro.stats import episode_ends, episode_stats
-
-LAYOUTS = ("v2", "v0")
 
 
-@dataclass(frozen=True)
-class CollectParams:
+class CollectParams(Params):
     """The `collect` section of params.yaml."""
 
-    env_id: str = "Hopper-v4"
-    seed: int = 0
-    steps: int = 1_000_000
-    layout: str = "v2"
-    band_low: float = 30.0
-    band_high: float = 60.0
-    max_steps: int = 5_000_000
-    eval_episodes: int = 5
-    action_noise: float = 0.1
-    max_episode_steps: int = 1000
-    directions: int = 8
-    top: int = 4
-    step_size: float = 0.02
-    exploration: float = 0.03
-    reward_shift: float = 1.0
+    section = "collect"
+    env_id: str
+    seed: Annotated[int, Field(ge=0)]
+    steps: Annotated[int, Field(ge=1)]
+    layout: Literal["v2", "v0"]
+    band_low: Annotated[float, Field(ge=0)]
+    band_high: float
+    max_steps: Annotated[int, Field(ge=1)]
+    eval_episodes: Annotated[int, Field(ge=1)]
+    action_noise: Annotated[float, Field(gt=0)]  # the rollouts are stochastic
+    max_episode_steps: Annotated[int, Field(ge=1)]
+    directions: Annotated[int, Field(ge=1)]
+    top: Annotated[int, Field(ge=1)]
+    step_size: Annotated[float, Field(gt=0)]
+    exploration: Annotated[float, Field(gt=0)]
+    reward_shift: float
 
-    @classmethod
-    def from_dict(cls, section: dict) -> "CollectParams":
-        params = from_section(cls, section, "collect")
-        if params.layout not in LAYOUTS:
-            raise DtreproError(f"collect.layout is {params.layout!r}; it must be one of {list(LAYOUTS)}.")
-        if not 0 <= params.band_low < params.band_high:
-            raise DtreproError(
-                f"collect.band_low={params.band_low} and band_high={params.band_high} do not make a band."
-            )
-        if params.steps < 1 or params.top > params.directions:
-            raise DtreproError("collect.steps must be positive and collect.top at most collect.directions.")
-        return params
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.band_high <= self.band_low:
+            raise ValueError(f"band_low={self.band_low} and band_high={self.band_high} do not make a band")
+        if self.top > self.directions:
+            raise ValueError(f"top={self.top} must be at most directions={self.directions}")
+        return self
 
     @property
     def ars(self) -> ARSConfig:
@@ -104,7 +99,7 @@ def train_behaviour(params: CollectParams) -> Behaviour:
                 return Behaviour(ars.policy, returns, iteration, ars.env_steps)
             if ars.env_steps >= params.max_steps:
                 raise DtreproError(
-                    f"The behaviour policy did not reach the score band [{params.band_low}, {params.band_high}] "
+                    f"The behaviour policy did not reach the score band [{params.band_low:g}, {params.band_high:g}] "
                     f"within collect.max_steps={params.max_steps} environment steps ({iteration} ARS iterations; "
                     f"last score {score:.1f}, best {best:.1f}). Raise collect.max_steps, widen the band, or try "
                     f"another collect.seed; no dataset was written."
@@ -135,8 +130,6 @@ def versions() -> dict[str, str]:
 
 def collect(params: CollectParams) -> tuple[D4RLData, Behaviour, float]:
     """Train the behaviour policy and roll it out; returns (dataset, behaviour, rollout steps per second)."""
-    if params.action_noise <= 0:
-        raise DtreproError("collect.action_noise must be positive: the rollouts are stochastic.")
     behaviour = train_behaviour(params)
     start = time.perf_counter()
     data = rollout(
@@ -144,7 +137,7 @@ def collect(params: CollectParams) -> tuple[D4RLData, Behaviour, float]:
         noisy(behaviour.policy, params.action_noise, params.seed + 2_000_000),
         params.steps,
         seed=params.seed + 3_000_000,
-        episode_limits=params.max_episode_steps,
+        max_episode_steps=params.max_episode_steps,
         progress=True,
     )
     rate = params.steps / (time.perf_counter() - start)
@@ -199,7 +192,7 @@ def collect_to_files(
         digest = file_sha256(tmp)
         write_json(
             policy_path,
-            {"source": "collect", "algorithm": "ARS", "params": asdict(params), **behaviour.policy.to_dict()},
+            {"source": "collect", "algorithm": "ARS", "params": params.model_dump(), **behaviour.policy.to_dict()},
         )
         write_json(metrics_path, metrics)
         with atomic_output(f"{output}.sha256") as sha:

@@ -1,0 +1,32 @@
+"""study stage: check params.yaml's study lists before DVC runs any command built from them.
+
+dvc.yaml's train and evaluate stages are matrices over study.context_lens and study.seeds,
+whose items DVC writes into their shell commands. Every other stage comes after this one,
+so a list item that is not an integer (e.g. "5; rm -rf ~") stops `dvc repro` here, before
+any such command runs.
+Reads  params.yaml study.*
+Writes --stamp (a fixed text: the check passed; its content never changes, so passing it
+       again re-runs nothing downstream)
+"""
+
+import argparse
+
+from dtrepro.atomic import atomic_output
+from dtrepro.errors import run_stage
+from dtrepro.params import add_params_argument
+from dtrepro.runs import StudyParams
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_params_argument(parser)
+    parser.add_argument("--stamp", required=True, help="file written when the check passes")
+    args = parser.parse_args(argv)
+    study = StudyParams.from_params(args.params)
+    with atomic_output(args.stamp) as tmp:
+        tmp.write_text("study.context_lens and study.seeds are lists of integers\n")
+    print(f"study: {len(study.runs)} runs, K in {study.context_lens} x seeds {study.seeds}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,83 @@
+"""dvc.yaml agrees with the code: each stage's deps are its command's imports, its params the keys that
+change its results, and every path a script uses comes from the stage's command."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dtrepro.eval_spec import EvalParams
+from dtrepro.train import NOT_IN_RESULTS, TrainParams
+
+from helpers import ROOT, run
+from imports import as_deps, closure
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+SOURCES = ("download", "collect")  # data.source picks one of these scripts for the source stage
+
+
+def scripts(stage: dict) -> list[Path]:
+    script = stage["cmd"].split()[1]
+    names = [script.replace("${data.source}", s) for s in SOURCES] if "${data.source}" in script else [script]
+    return [ROOT / n for n in names]
+
+
+def code_deps(stage: dict) -> set[str]:
+    """The stage's deps that are project code (Python files and package folders)."""
+    return {d for d in stage["deps"] if d.startswith(("src/", "stages/")) and not d.endswith(".tsv")}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_deps_are_exactly_the_import_closure_of_the_stage_command(name):
+    stage = STAGES[name]
+    imported = set().union(*(closure(s) for s in scripts(stage)))
+    assert code_deps(stage) == as_deps(imported)
+
+
+def test_the_closure_follows_imports_transitively():
+    files = closure(ROOT / "stages" / "evaluate.py")
+    assert Path("src/dtrepro/envbatch.py") in files  # evaluate -> episodes -> envbatch
+    assert Path("src/dtrepro/report.py") not in files and Path("src/dtrepro/train.py") not in files
+    assert "src/dtrepro/collect" in as_deps(closure(ROOT / "stages" / "collect.py"))  # all of collect/
+
+
+def test_the_data_file_the_download_reads_is_a_dep():
+    assert "src/dtrepro/data/d4rl_files.tsv" in STAGES["source"]["deps"]
+
+
+def test_train_params_are_every_key_that_changes_a_result():
+    listed = STAGES["train"]["params"]
+    keys = {f"train.{k}" for k in TrainParams.model_fields if k != "model"} - {f"train.{k}" for k in NOT_IN_RESULTS}
+    assert set(listed) == {"model"} | keys
+
+
+def test_evaluate_params_are_every_eval_key_but_the_device():
+    assert set(STAGES["evaluate"]["params"]) == {f"eval.{k}" for k in EvalParams.model_fields} - {"eval.device"}
+
+
+def test_every_path_a_script_writes_comes_from_its_command():
+    """Scripts have no default paths: each output path is written once, in dvc.yaml's cmd."""
+    for name, stage in STAGES.items():
+        cmd = " ".join(stage["cmd"].split())
+        declared = [
+            next(iter(o)) if isinstance(o, dict) else o
+            for key in ("outs", "metrics", "plots")
+            for o in stage.get(key, [])
+        ]
+        for path in declared:
+            folder_of = path.rsplit("/", 1)[0] if path.endswith(("last.pt", "best.pt")) else path
+            assert folder_of in cmd or path.endswith(".sha256"), (name, path)
+        for script in scripts(stage):
+            help_text = run([sys.executable, str(script), "--help"], ROOT).stdout
+            assert "(default: data/" not in help_text and "(default: reports/" not in help_text
+
+
+def test_matrix_items_are_checked_before_any_command_built_from_them_runs():
+    """The study stage validates the lists; every other stage comes after it."""
+    assert STAGES["study"]["params"] == ["study"]
+    assert "reports/study.ok" in STAGES["source"]["deps"]
+    assert all(re.search(r"\$\{item\.", STAGES[n]["cmd"]) for n in ("train", "evaluate"))

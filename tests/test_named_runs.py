@@ -1,0 +1,66 @@
+"""Named runs: a profile's values handed to `dvc exp run -S` exactly, one named run at a time."""
+
+from __future__ import annotations
+
+import fcntl
+
+import pytest
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from dtrepro.errors import DtreproError
+from dtrepro.params import flatten, load_yaml, merge
+from dtrepro.profiles import hydra_value, overrides, parse_assignment, resolve, run, workspace_lock
+
+from helpers import ROOT
+
+
+def test_merge_overrides_nested_values_and_refuses_unknown_keys():
+    base = {"data": {"url": None, "retries": 5}, "repair": {"dt": 0.008}}
+    assert merge(base, {"data": {"url": "x"}}) == {"data": {"url": "x", "retries": 5}, "repair": {"dt": 0.008}}
+    assert base["data"]["url"] is None  # not modified in place
+    with pytest.raises(DtreproError, match="'data.ulr' names no parameter"):
+        merge(base, {"data": {"ulr": "x"}})
+
+
+def test_assignments_are_read_as_yaml():
+    assert parse_assignment("repair.max_episode_steps=300") == {"repair": {"max_episode_steps": 300}}
+    assert parse_assignment("data.url=null") == {"data": {"url": None}}
+    with pytest.raises(DtreproError, match="section.key=value"):
+        parse_assignment("repair.dt")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 3, 0.0006, 1e-05, "Hopper-v4", "/data/x y.hdf5", "it's", "3600", "a\\b", [5, 1], [3600.0, 400.0], []],
+)
+def test_values_reach_dvc_exp_run_unchanged(value):
+    """What `-S` says is parsed by Hydra's own override grammar (DVC's) back to exactly the value."""
+    parsed = OverridesParser.create().parse_overrides([f"a.b={hydra_value(value)}"])[0].value()
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_every_profile_resolves_against_the_committed_params():
+    for path in (ROOT / "profiles").glob("*.yaml"):
+        resolve(ROOT, path.stem, [])
+    with pytest.raises(DtreproError, match="No named run 'nope'"):
+        resolve(ROOT, "nope", [])
+
+
+def test_only_the_values_that_differ_from_the_workspace_are_set():
+    current = load_yaml(ROOT / "params.yaml")
+    wanted = resolve(ROOT, "smoke", ["eval.episodes=2"])
+    sets = overrides(wanted, current)
+    smoke = flatten(yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text()))
+    changed = {k for k, v in smoke.items() if flatten(current)[k] != v} | {"eval.episodes"}
+    assert {s.split("=")[0] for s in sets} == changed
+    assert overrides(current, current) == []
+
+
+def test_a_second_named_run_is_refused_while_one_holds_the_workspace(repo_copy):
+    with workspace_lock(repo_copy, "first"):
+        with pytest.raises(DtreproError, match=r"Another named run is running .*'first', PID \d+.*'smoke' was not"):
+            run(repo_copy, "smoke", [], [])
+    lock = repo_copy / ".dvc" / "tmp" / "named-run.lock"
+    with open(lock) as f:  # released
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
