@@ -1,4 +1,4 @@
-# dtrepro: the pipeline in a CUDA image; the default command is `dvc repro` in the mounted repository.
+# dtrepro: the pipeline in a CUDA image; the default command is `dvc exp run` in the mounted repository.
 #
 #   docker build -t dtrepro .
 #   docker run --gpus all --user "$(id -u):$(id -g)" -v "$PWD":/workspace dtrepro
@@ -45,14 +45,18 @@ COPY src ./src
 RUN pip install --no-deps . \
     && python -c "import gymnasium as gym; gym.make('Hopper-v4').reset(seed=0)"
 
-# Runs as a non-root user; any other uid (docker run --user "$(id -u):$(id -g)") works as well:
-# HOME is open to all, the caches live in /tmp, and git trusts a repository mounted from another owner.
-RUN useradd --create-home --uid 1000 --shell /bin/bash dtrepro \
-    && chmod 1777 /home/dtrepro \
-    && git config --system --add safe.directory '*'
+# Runs as uid 1000, a user of the base image's own if it has one (Ubuntu 24.04's `ubuntu`), else a new
+# `dtrepro`; any other uid (docker run --user "$(id -u):$(id -g)") works as well: HOME is open to all, the
+# caches live in /tmp, git trusts a repository mounted from another owner, and DVC experiments (which
+# commit to git refs) have an author.
+RUN (getent passwd 1000 >/dev/null || useradd --uid 1000 --user-group --no-create-home --shell /bin/bash dtrepro) \
+    && mkdir -p /home/dtrepro && chmod 1777 /home/dtrepro \
+    && git config --system --add safe.directory '*' \
+    && git config --system user.name dtrepro \
+    && git config --system user.email dtrepro@localhost
 USER 1000:1000
 
 # The mounted repository's own library comes first, so edits to src/ are what the stages run.
 ENV PYTHONPATH=/workspace/src
 WORKDIR /workspace
-CMD ["dvc", "repro"]
+CMD ["dvc", "exp", "run"]

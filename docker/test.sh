@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make docker-test: build the Dockerfile with podman on a local Debian base and run the smoke
-# profile's `dvc repro` in the container, with a copy of the repository mounted from the host as
-# another user would; then check that the outputs came out on the host, owned by that user.
+# make docker-test: build the Dockerfile with podman on a local Debian base, and again on a base that
+# already has a user of UID 1000 (as the default Ubuntu 24.04 CUDA base does); run the named smoke run
+# in the container, with a copy of the repository mounted from the host as another user would; then
+# check that the outputs came out on the host, owned by that user.
 #
 # Needs root (or podman, runc and debootstrap installed and a working podman). Installs what is
 # missing with apt, and builds the base image once (localhost/debian-base:bookworm).
@@ -51,6 +52,17 @@ fi
 step "building $IMAGE on $BASE"
 podman build --network host --build-arg "BASE_IMAGE=$BASE" "${build_args[@]}" -t "$IMAGE" .
 
+# The default base (nvidia/cuda:*-ubuntu24.04) has user `ubuntu` with UID 1000; the Dockerfile must build on it too.
+BASE_UID1000=localhost/debian-base-uid1000:bookworm
+step "building on $BASE_UID1000, a base with a UID-1000 user"
+base_file=$(mktemp)
+printf 'FROM %s\nRUN useradd --uid 1000 --user-group --create-home ubuntu\n' "$BASE" >"$base_file"
+podman build --network host -t "$BASE_UID1000" -f "$base_file" "$(mktemp -d)"
+rm -f "$base_file"
+podman build --network host --build-arg "BASE_IMAGE=$BASE_UID1000" "${build_args[@]}" -t "$IMAGE-uid1000" .
+podman run --rm "$IMAGE-uid1000" sh -c 'test "$(id -u)" = 1000 && getent passwd 1000 | grep -q ^ubuntu:' \
+  || fail "the image built on $BASE_UID1000 does not run as the base's own UID-1000 user"
+
 if [ "$(id -u)" = 0 ]; then uid=${DOCKER_TEST_UID:-1500} gid=${DOCKER_TEST_GID:-1500}; else uid=$(id -u) gid=$(id -g); fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -63,9 +75,11 @@ git -C "$work/repo" add -A
 git -C "$work/repo" -c user.name=docker-test -c user.email=docker-test@localhost commit -q -m copy
 [ "$(id -u)" = 0 ] && chown -R "$uid:$gid" "$work/repo"
 
-step "dvc repro (smoke profile) in the container as $uid:$gid"
+step "the named smoke run (dvc exp run) in the container as $uid:$gid"
 podman run --rm --network none --user "$uid:$gid" -v "$work/repo:/workspace" "$IMAGE" \
-  python -m dtrepro.profiles run smoke -- dvc repro
+  python -m dtrepro.profiles run smoke
+podman run --rm --user "$uid:$gid" -v "$work/repo:/workspace" "$IMAGE" dvc status \
+  | grep -q "Data and pipelines are up to date" || fail "dvc status in the container is not up to date after the run"
 
 step "checking the outputs on the host"
 for f in reports/source.json reports/repair.json reports/train/k5-seed0.json reports/eval/k5-seed0.json \
@@ -79,4 +93,5 @@ podman run --rm -v "$work/repo:/workspace" "$IMAGE" git status --short >/dev/nul
   || fail "git in the image (as its own user) refuses a repository owned by $uid:$gid: safe.directory"
 python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m['k5.last.target_3600.episodes'] > 0" \
   "$work/repo/results/ablations.json" || fail "results/ablations.json lacks the headline evaluation"
-printf '\ndocker-test: OK: %s built; smoke dvc repro ran in it; outputs on the host owned by %s\n' "$IMAGE" "$uid:$gid"
+printf '\ndocker-test: OK: %s built on %s and on %s; the named smoke run ran in it; outputs on the host owned by %s\n' \
+  "$IMAGE" "$BASE" "$BASE_UID1000" "$uid:$gid"

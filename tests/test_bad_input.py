@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +45,17 @@ def with_inf():
     return d
 
 
+def make_unreadable(path: Path, tmp: Path):
+    """A file h5py opens and whose keys it lists, but whose third object header is damaged (RuntimeError)."""
+    with h5py.File(path, "w", libver="latest") as f:
+        for name, value in good().items():
+            f.create_dataset(name, data=value)
+    data = bytearray(path.read_bytes())
+    headers = [m.start() for m in re.finditer(b"OHDR", bytes(data))]
+    data[headers[2] + 4] = 99  # an object header version that does not exist
+    path.write_bytes(bytes(data))
+
+
 def make_truncated(path: Path, tmp: Path):
     write(tmp / "whole.hdf5", **good(20000))
     whole = (tmp / "whole.hdf5").read_bytes()
@@ -66,6 +79,27 @@ CASES = {
     "html": (lambda p, t: p.write_text("<!DOCTYPE html><html>Not found</html>"), "HTML page"),
     "truncated": (make_truncated, "truncated or corrupt"),
     "absent": (lambda p, t: None, "does not exist"),
+    "directory": (lambda p, t: p.mkdir(), "is a directory; give the path of a regular file"),
+    "fifo": (lambda p, t: os.mkfifo(p), "is a FIFO; give the path of a regular file"),  # would block a reader
+    "qpos_1d": (lambda p, t: write(p, **good(), **{"infos/qpos": np.zeros(50)}), "'infos/qpos' has shape .50,."),
+    "zero_width": (
+        lambda p, t: write(p, **{**good(), "observations": np.ones((50, 0), np.float32)}),
+        "'observations' has shape .50, 0.: rows of width 0",
+    ),
+    "scalar_rewards": (lambda p, t: write(p, **{**good(), "rewards": np.float32(1.0)}), "'rewards' has shape .."),
+    "float16": (
+        lambda p, t: write(p, **{**good(), "observations": good()["observations"].astype(np.float16)}),
+        "'observations' has dtype float16; D4RL layout needs float32 or float64",
+    ),
+    "huge_rewards": (
+        lambda p, t: write(p, **{**good(), "rewards": np.full(50, 1e30, np.float32)}),
+        r"'rewards' holds 50 value\(s\) beyond ±100 \(repair.max_abs_reward\)",
+    ),
+    "huge_observations": (
+        lambda p, t: write(p, **{**good(), "observations": np.full((50, 11), 3e38, np.float32)}),
+        r"'observations' holds 550 value\(s\) beyond ±1000 \(repair.max_abs_observation\)",
+    ),
+    "unreadable_objects": (make_unreadable, "cannot be read past its header .*bad object header"),
 }
 
 
@@ -87,3 +121,66 @@ def test_repair_stage_refuses_bad_input_cleanly(case, tmp_path):
     assert len(proc.stderr.strip().split("\n\n")) == 1  # one paragraph
     assert re.search(expected, " ".join(proc.stderr.split())), proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # not even a temporary file
+
+
+def repair_stage(raw: Path, out: Path, prefix=()) -> subprocess.CompletedProcess:
+    paths = ["--input", str(raw), "--output", str(out), "--report", str(out) + ".json"]
+    return subprocess.run(
+        [*prefix, sys.executable, "stages/repair.py", *paths], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+# root passes every permission check; without these two capabilities it meets them as any user would
+WITHOUT_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_an_unreadable_input_and_an_unwritable_output_folder(tmp_path, hopper_file):
+    raw = tmp_path / "raw.hdf5"
+    raw.write_bytes(hopper_file.read_bytes())
+    raw.chmod(0o000)
+    proc = repair_stage(raw, tmp_path / "out" / "clean.hdf5", prefix=WITHOUT_OVERRIDE)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot be read (Permission denied)" in " ".join(proc.stderr.split())
+    raw.chmod(0o644)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    proc = repair_stage(raw, locked / "clean.hdf5", prefix=WITHOUT_OVERRIDE)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"Cannot write {locked / 'clean.hdf5'}" in " ".join(proc.stderr.split())
+    assert not any(locked.iterdir())
+    locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.heads", "0", "model.heads is 0 (int): input should be greater than or equal to 1"),
+        ("train.lr", "abc", "train.lr is 'abc' (str): input should be a valid number"),
+        ("eval.targets", "abc", "eval.targets is 'abc' (str): input should be a valid list"),
+        ("eval.targets", "'3600'", "eval.targets is '3600' (str): input should be a valid list"),
+        ("eval.episodes", "'3'", "eval.episodes is '3' (str): input should be a valid integer"),
+        ("eval.episodes", "2.5", "eval.episodes is 2.5 (float): input should be a valid integer"),
+        ("eval.episodes", "true", "eval.episodes is True (bool): input should be a valid integer"),
+        ("eval.episodes", "{x: 3}", "eval.episodes is {'x': 3} (dict): input should be a valid integer"),
+        ("study.context_lens", "['5; touch x #']", "study.context_lens.0 is '5; touch x #' (str)"),
+        ("data.source", "ftp", "data.source is 'ftp' (str): input should be 'download' or 'collect'"),
+        ("repair.max_abs_reward", "-1", "repair.max_abs_reward is -1 (int): input should be greater than 0"),
+    ],
+)
+def test_a_bad_param_value_stops_a_named_run_before_anything_runs(repo_copy, key, value, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dtrepro.profiles", "run", "smoke", "-S", f"{key}={value}"],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert message in " ".join(proc.stderr.split())
+    assert not (repo_copy / "dvc.lock").exists() and not (repo_copy / "data").exists()
+
+
+def test_generated_files_are_ignored_by_git():
+    """MuJoCo writes MUJOCO_LOG.TXT where it runs after an unstable step; `dvc plots show` writes dvc_plots/."""
+    for path in ("MUJOCO_LOG.TXT", "dvc_plots/index.html", "stages/MUJOCO_LOG.TXT"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path

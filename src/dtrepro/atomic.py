@@ -13,12 +13,21 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from dtrepro.errors import DtreproError
+
+WHERE_TO = "Give an output path in a folder you may write to, or change the folder's permissions."
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on error delete it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DtreproError(f"Cannot write {path}: its folder cannot be made ({err.strerror}). {WHERE_TO}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DtreproError(f"Cannot write {path}: its folder {path.parent} is not writable by you. {WHERE_TO}")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

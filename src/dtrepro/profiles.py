@@ -158,9 +158,34 @@ def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return proc
 
 
+def validate(params: dict) -> None:
+    """Check every section the stages read, so that a bad value stops the run before anything runs."""
+    from dtrepro.collect.dataset import CollectParams
+    from dtrepro.data.download import DownloadParams
+    from dtrepro.data.repair import RepairParams
+    from dtrepro.eval_spec import EvalParams
+    from dtrepro.runs import StudyParams
+    from dtrepro.train import TrainParams
+
+    for section in (DownloadParams, CollectParams, RepairParams, StudyParams, TrainParams, EvalParams):
+        section.from_params(params)
+
+
+def check_git_identity(root: Path) -> None:
+    """DVC records each experiment as a git commit, which needs an author."""
+    for key in ("user.name", "user.email"):
+        if subprocess.run(["git", "config", key], cwd=root, capture_output=True).returncode:
+            raise DtreproError(
+                f"git has no {key} here, and DVC records every experiment as a git commit. Set one, e.g. "
+                f"`git config --global {key} ...`, then run again; nothing was changed."
+            )
+
+
 def run(root: Path, name: str, assignments: list[str], targets: list[str]) -> int:
     """Run named run `name` as the DVC experiment `name`; return dvc's exit code."""
     wanted = resolve(root, name, assignments)
+    validate(wanted)
+    check_git_identity(root)
     with workspace_lock(root, name):
         sets = overrides(wanted, load_yaml(root / PARAMS_FILE))
         dvc(root, "exp", "remove", name, check=False)  # a run of the same name replaces the old one
