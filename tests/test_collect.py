@@ -33,6 +33,7 @@ def tiny(tmp_path_factory):
     return collect_into(tmp_path_factory.mktemp("collect"), TINY)
 
 
+@pytest.mark.slow
 def test_training_reaches_the_band_and_metrics_say_so(tiny):
     result, (raw, policy_path, metrics_path) = tiny
     metrics = json.loads(metrics_path.read_text())
@@ -44,6 +45,7 @@ def test_training_reaches_the_band_and_metrics_say_so(tiny):
     assert np.isclose(metrics["behaviour_normalized_mean"], normalized_score(metrics["behaviour_return_mean"]))
 
 
+@pytest.mark.slow
 def test_collected_file_passes_repair_unchanged(tiny, tmp_path):
     _, (raw, _, _) = tiny
     report = repair_file(raw, tmp_path / "clean.hdf5", tmp_path / "repair.json", RepairParams.from_params(params()))
@@ -55,6 +57,7 @@ def test_collected_file_passes_repair_unchanged(tiny, tmp_path):
         np.testing.assert_array_equal(before.arrays[key], after.arrays[key])
 
 
+@pytest.mark.slow
 def test_file_has_d4rl_layout_metadata_and_true_log_probs(tiny):
     _, (raw, policy_path, _) = tiny
     with h5py.File(raw, "r") as f:
@@ -75,6 +78,7 @@ def test_file_has_d4rl_layout_metadata_and_true_log_probs(tiny):
     assert inside.mean() > 0.2
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tmp_path):
     result, _ = tiny
     again, (raw, _, _) = collect_into(tmp_path, TINY, "again")
@@ -84,6 +88,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tmp_path):
     assert other["sha256"] != result["sha256"]
 
 
+@pytest.mark.slow
 def test_v0_layout_repairs_to_exactly_the_v2_boundaries(tiny, tmp_path):
     _, (raw, _, _) = tiny
     _, (raw_v0, _, _) = collect_into(tmp_path, TINY.model_copy(update={"layout": "v0"}), "v0")

@@ -144,6 +144,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights_and_log(clean_f
     assert len(log_rows(whole / "log.tsv")) == 300 // 5
 
 
+@pytest.mark.slow
 def test_a_complete_run_writes_its_outputs_again_without_training(clean_file, tmp_path):
     """What `dvc repro -f` or an edit to the stage's code leaves: last.pt complete, the log and metrics deleted."""
     cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml"), data=clean_file)
@@ -169,6 +170,7 @@ def test_a_truncated_last_pt_is_said_then_training_starts_afresh(clean_file, tmp
     assert torch.load(last, weights_only=True)["step"] == 10
 
 
+@pytest.mark.slow
 def test_changed_params_do_not_resume_an_old_checkpoint(clean_file, tmp_path):
     cmd, out = train_cmd(tmp_path, write_params(tmp_path / "a.yaml", steps=20), data=clean_file)
     assert train_stage(cmd).returncode == 0
