@@ -11,7 +11,7 @@ from pathlib import Path
 from dtrepro.params import load_yaml, merge
 
 ROOT = Path(__file__).resolve().parents[1]
-GIT = ["git", "-c", "user.name=dtrepro-test", "-c", "user.email=test@localhost"]
+IDENTITY = {"user.name": "dtrepro-test", "user.email": "test@localhost"}
 
 
 def params(**overrides: dict) -> dict:
@@ -35,7 +35,10 @@ def copy_repo(parent: Path) -> Path:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], GIT + ["commit", "-q", "-m", "copy"]):
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
+    for key, value in IDENTITY.items():  # DVC commits every experiment: the copy has an author of its own
+        subprocess.run(["git", "config", key, value], cwd=dest, check=True)
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
 

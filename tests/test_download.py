@@ -42,6 +42,12 @@ def server(hopper_file):
         def do_GET(self):
             rng = self.headers.get("Range")
             state.requests.append((self.path, rng))
+            if self.path.startswith("/mirror/"):  # D4RL's own paths under a mirror's base URL
+                return (
+                    self._range(rng)
+                    if self.path == "/mirror/gym_mujoco_v2/hopper_medium-v2.hdf5"
+                    else self.send_error(404)
+                )
             if self.path == "/missing.hdf5":
                 return self.send_error(404, "Not Found")
             if self.path == "/login.hdf5":
@@ -111,7 +117,7 @@ def assert_nothing_left(out: Path):
 
 def test_download_writes_file_and_its_hash(server, tmp_path):
     out = tmp_path / "data" / "raw.hdf5"
-    digest = download(fast(f"{server.url}/hopper.hdf5"), out)
+    digest, _ = download(fast(f"{server.url}/hopper.hdf5"), out)
     assert out.read_bytes() == server.payload
     assert digest == hashlib.sha256(server.payload).hexdigest()
     assert (tmp_path / "data" / "raw.hdf5.sha256").read_text() == f"{digest}  raw.hdf5\n"
@@ -161,7 +167,7 @@ def test_the_published_size_and_hash_are_checked_by_default(server, tmp_path):
     assert f"{len(server.payload):,} bytes, but hopper-medium-v2 has 152,756,557" in message
     assert "data.check_sha256: false" in message
     assert_nothing_left(out)
-    digest = download(fast(f"{server.url}/hopper.hdf5", check_sha256=False), out)  # turned off: accepted
+    digest, _ = download(fast(f"{server.url}/hopper.hdf5", check_sha256=False), out)  # turned off: accepted
     assert digest == hashlib.sha256(server.payload).hexdigest()
 
 
@@ -265,3 +271,58 @@ def test_stage_script_reports_one_paragraph_and_exit_2(server, tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: Downloading") and "404" in proc.stderr
     assert_nothing_left(out)
+
+
+def dead_port() -> int:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def d4rl_down(monkeypatch):
+    """D4RL's server unreachable, as it has been for days at a time: its address is a dead loopback port."""
+    base = f"http://127.0.0.1:{dead_port()}/offline_rl"
+    monkeypatch.setattr("dtrepro.data.d4rl.D4RL_BASE_URL", base)
+    return base
+
+
+def mirrored(*mirrors, **kw) -> DownloadParams:
+    values = {"url": None, "mirrors": list(mirrors), "retries": 1, "timeout_s": 1, "give_up_after_s": 1}
+    return DownloadParams.from_params(params(data={**values, "check_sha256": False, **kw}))
+
+
+def test_a_mirror_serves_the_file_when_d4rl_is_down(server, tmp_path, d4rl_down):
+    out = tmp_path / "raw.hdf5"
+    digest, url = download(mirrored(f"{server.url}/mirror"), out)
+    assert url == f"{server.url}/mirror/gym_mujoco_v2/hopper_medium-v2.hdf5"
+    assert out.read_bytes() == server.payload and digest == hashlib.sha256(server.payload).hexdigest()
+
+
+def test_a_local_folder_is_a_mirror_too(hopper_file, tmp_path, d4rl_down):
+    folder = tmp_path / "d4rl"
+    (folder / "gym_mujoco_v2").mkdir(parents=True)
+    (folder / "gym_mujoco_v2" / "hopper_medium-v2.hdf5").write_bytes(hopper_file.read_bytes())
+    digest, url = download(mirrored(str(folder)), tmp_path / "raw.hdf5")
+    assert url == str(folder / "gym_mujoco_v2" / "hopper_medium-v2.hdf5")
+
+
+def test_every_source_down_is_one_paragraph_naming_each(server, tmp_path, d4rl_down):
+    out = tmp_path / "raw.hdf5"
+    other = f"http://127.0.0.1:{dead_port()}/d4rl"
+    with pytest.raises(DtreproError) as info:
+        download(mirrored(other), out)
+    message = str(info.value)
+    assert f"(1) {d4rl_down}/gym_mujoco_v2/hopper_medium-v2.hdf5" in message
+    assert f"(2) {other}/gym_mujoco_v2/hopper_medium-v2.hdf5" in message and "data.mirrors" in message
+    assert_nothing_left(out)
+
+
+def test_a_mirror_with_a_corrupt_copy_falls_through_to_the_next(server, tmp_path, d4rl_down):
+    bad = tmp_path / "bad" / "gym_mujoco_v2"
+    bad.mkdir(parents=True)
+    (bad / "hopper_medium-v2.hdf5").write_bytes(server.payload[:1000])
+    good_hash = hashlib.sha256(server.payload).hexdigest()
+    both = mirrored(str(tmp_path / "bad"), f"{server.url}/mirror", sha256=good_hash, check_sha256=True)
+    digest, url = download(both, tmp_path / "r")
+    assert url.startswith(server.url) and digest == good_hash

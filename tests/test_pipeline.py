@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import GIT, ROOT, copy_repo, one_line, run
+from helpers import ROOT, copy_repo, one_line, run
 
 pytestmark = pytest.mark.slow
 RUNS = [f"{k}-{s}" for k in (5, 1) for s in (0, 1)]
@@ -42,7 +42,7 @@ def up_to_date(repo) -> bool:
 
 
 def commit_all(repo, message):
-    for cmd in (["git", "add", "-A"], GIT + ["commit", "-q", "-m", message]):
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", message]):
         assert run(cmd, repo).returncode == 0
 
 

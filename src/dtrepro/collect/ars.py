@@ -64,12 +64,14 @@ class RunningStats:
 
 @dataclass(frozen=True)
 class ARSConfig:
-    directions: int = 8
-    top: int = 4
-    step_size: float = 0.02
-    noise: float = 0.03
-    reward_shift: float = 1.0
-    max_episode_steps: int = 1000
+    """ARS's settings (from params.yaml's collect section: `CollectParams.ars`)."""
+
+    directions: int
+    top: int
+    step_size: float
+    noise: float
+    reward_shift: float
+    max_episode_steps: int
 
 
 def episode(env, policy: LinearPolicy, seed: int, shift: float) -> tuple[float, float, np.ndarray]:

@@ -44,6 +44,7 @@ class DownloadParams(Params):
     source: Literal["download", "collect"]
     dataset: str
     url: str | None
+    mirrors: list[str]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
     check_sha256: bool
     retries: Annotated[int, Field(ge=1)]
@@ -56,8 +57,14 @@ class DownloadParams(Params):
         return dataset_file(self.dataset)
 
     @property
-    def resolved_url(self) -> str:
-        return self.url or self.file.url
+    def sources(self) -> list[str]:
+        """Where to fetch from, in order: data.url if set, else D4RL's own URL, then each mirror's copy."""
+        if self.url:
+            return [self.url]
+        path = self.file.path
+        return [self.file.url] + [
+            f"{m.rstrip('/')}/{path}" if urllib.parse.urlparse(m).scheme else str(Path(m) / path) for m in self.mirrors
+        ]
 
     @property
     def expected(self) -> tuple[int | None, str | None]:
@@ -192,18 +199,13 @@ def _fetch_http(url: str, part: Path, params: DownloadParams) -> None:
             delay = min(delay * 2, 8.0)
 
 
-def download(params: DownloadParams, output: str | os.PathLike) -> str:
-    """Fetch `params.resolved_url` to `output`; return the file's SHA-256. Nothing half-done is left at `output`."""
-    url = params.resolved_url
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    part = output.with_name(output.name + ".part")
+def _fetch_and_check(url: str, part: Path, params: DownloadParams) -> str:
+    """Fetch `url` into `part` and check it; its SHA-256. A failed check deletes the part."""
     if _is_local(url):
         part.unlink(missing_ok=True)
         _copy_local(url, part)
     else:
         _fetch_http(url, part, params)
-
     size, sha256 = params.expected
     seen = part.stat().st_size
     if size is not None and seen != size:
@@ -227,23 +229,52 @@ def download(params: DownloadParams, output: str | os.PathLike) -> str:
     except DtreproError as err:
         part.unlink()
         raise DtreproError(f"The file from {url} is not a usable D4RL dataset: {err}") from None
+    return digest
 
+
+def download(params: DownloadParams, output: str | os.PathLike) -> tuple[str, str]:
+    """Fetch the dataset to `output` from the first of `params.sources` that serves it whole and right.
+
+    Returns (SHA-256, the source it came from). Nothing half-done is left at `output`; a partial download
+    stays in `<output>.part` for the next run to resume from the same source.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    part = output.with_name(output.name + ".part")
+    failures = []
+    for i, url in enumerate(params.sources):
+        if i:
+            part.unlink(missing_ok=True)  # a part from another source is not resumed here
+        try:
+            digest = _fetch_and_check(url, part, params)
+            break
+        except DtreproError as err:
+            if len(params.sources) == 1:
+                raise
+            failures.append(f"({i + 1}) {url}: {' '.join(str(err).split())}")
+            tqdm.write(f"download: {url} failed" + ("; trying the next source" if i + 1 < len(params.sources) else ""))
+    else:
+        part.unlink(missing_ok=True)
+        raise DtreproError(
+            f"No source could provide {params.dataset}; tried, in order: {' '.join(failures)} "
+            f"Add a mirror that holds D4RL's files under the same paths to data.mirrors. {OFFLINE_ADVICE}"
+        )
     with atomic_output(output.with_name(output.name + ".sha256")) as tmp:
         tmp.write_text(f"{digest}  {output.name}\n")
     os.replace(part, output)
-    return digest
+    return digest, url
 
 
 def download_to_files(
     params: DownloadParams, output: str | os.PathLike, policy_path: str | os.PathLike, metrics_path: str | os.PathLike
 ) -> dict:
     """The `source` stage's outputs for a download: the file, a note on its behaviour policy, and metrics."""
-    digest = download(params, output)
+    digest, url = download(params, output)
     write_json(
         policy_path,
         {
             "source": "download",
-            "url": params.resolved_url,
+            "url": url,
             "policy": None,
             "note": "D4RL does not distribute the policies that collected its datasets.",
         },
@@ -251,7 +282,7 @@ def download_to_files(
     metrics = {
         "source": "download",
         "dataset": params.dataset,
-        "url": params.resolved_url,
+        "url": url,
         "bytes": Path(output).stat().st_size,
         "sha256": digest,
         "sha256_checked": params.expected[1] is not None,
