@@ -148,14 +148,14 @@ def workspace_lock(root: Path, name: str):
             f.truncate(0)
 
 
-def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(root: Path, *args: str, quiet: bool = False) -> subprocess.CompletedProcess:
+    """Run dvc in `root`, its output shown (or captured, `quiet`)."""
     # this interpreter's bin folder first, so that dvc and the stages' `python` are the same environment's
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
-        proc = subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=not check, text=True)
+        return subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=quiet, text=True)
     except FileNotFoundError:
         raise DtreproError("dvc is not installed in this environment: run `make install`.") from None
-    return proc
 
 
 def validate(params: dict) -> None:
@@ -188,7 +188,7 @@ def run(root: Path, name: str, assignments: list[str], targets: list[str]) -> in
     check_git_identity(root)
     with workspace_lock(root, name):
         sets = overrides(wanted, load_yaml(root / PARAMS_FILE))
-        dvc(root, "exp", "remove", name, check=False)  # a run of the same name replaces the old one
+        dvc(root, "exp", "remove", name, quiet=True)  # a run of the same name replaces the old one
         args = ["exp", "run", "-n", name, *(x for s in sets for x in ("-S", s)), *targets]
         print("named run:", " ".join(["dvc", *args]), flush=True)
         return dvc(root, *args).returncode
