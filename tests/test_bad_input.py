@@ -152,6 +152,7 @@ def test_an_unreadable_input_and_an_unwritable_output_folder(tmp_path, hopper_fi
     locked.chmod(0o755)
 
 
+@pytest.mark.slow  # a subprocess that imports torch per case
 @pytest.mark.parametrize(
     "key, value, message",
     [

@@ -222,6 +222,7 @@ def test_html_instead_of_hdf5_is_refused(server, tmp_path, path):
     assert_nothing_left(out)
 
 
+@pytest.mark.slow
 def test_no_listener_fails_within_30_s_with_advice(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -59,6 +59,7 @@ def test_evaluate_params_are_every_eval_key_but_the_device():
     assert set(STAGES["evaluate"]["params"]) == {f"eval.{k}" for k in EvalParams.model_fields} - {"eval.device"}
 
 
+@pytest.mark.slow
 def test_every_path_a_script_writes_comes_from_its_command():
     """Scripts have no default paths: each output path is written once, in dvc.yaml's cmd."""
     for name, stage in STAGES.items():
