@@ -52,11 +52,12 @@ def test_the_data_file_the_download_reads_is_a_dep():
 def test_train_params_are_every_key_that_changes_a_result():
     listed = STAGES["train"]["params"]
     keys = {f"train.{k}" for k in TrainParams.model_fields if k != "model"} - {f"train.{k}" for k in NOT_IN_RESULTS}
-    assert set(listed) == {"model"} | keys
+    assert set(listed) == {"model", "data.dataset", "data.env_version"} | keys
 
 
 def test_evaluate_params_are_every_eval_key_but_the_device():
-    assert set(STAGES["evaluate"]["params"]) == {f"eval.{k}" for k in EvalParams.model_fields} - {"eval.device"}
+    keys = {f"eval.{k}" for k in EvalParams.model_fields} - {"eval.device"}
+    assert set(STAGES["evaluate"]["params"]) == keys | {"data.dataset", "data.env_version"}
 
 
 @pytest.mark.slow

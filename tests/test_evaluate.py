@@ -45,7 +45,7 @@ def test_normalized_score_against_hand_worked_values():
     assert normalized_score(1607.0138475, "hopper-medium-v2") == pytest.approx(50.0)
     assert normalized_score(1000.0) == pytest.approx(31.3489, abs=1e-4)  # 1020.272305 / 3254.572305
     assert return_for_score(50.0) == pytest.approx(1607.0138475)
-    with pytest.raises(DtreproError, match="No D4RL reference scores"):
+    with pytest.raises(DtreproError, match="'Ant-v4' names no env the pipeline knows"):
         normalized_score(1.0, "Ant-v4")
 
 

@@ -9,8 +9,8 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from dtrepro.errors import DtreproError
-from dtrepro.params import flatten, load_yaml, merge
-from dtrepro.profiles import hydra_value, overrides, parse_assignment, resolve, run, workspace_lock
+from dtrepro.params import flatten, merge
+from dtrepro.profiles import committed_params, hydra_value, overrides, parse_assignment, resolve, run, workspace_lock
 
 from helpers import ROOT
 
@@ -48,7 +48,7 @@ def test_every_profile_resolves_against_the_committed_params():
 
 
 def test_only_the_values_that_differ_from_the_workspace_are_set():
-    current = load_yaml(ROOT / "params.yaml")
+    current = committed_params(ROOT)
     wanted = resolve(ROOT, "smoke", ["eval.episodes=2"])
     sets = overrides(wanted, current)
     smoke = flatten(yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text()))

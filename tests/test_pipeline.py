@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
+from dtrepro.collect.rollout import rollout
+from dtrepro.data.d4rl import write_d4rl
+
 from helpers import ROOT, copy_repo, one_line, run
 
 pytestmark = pytest.mark.slow
@@ -222,3 +225,28 @@ def test_every_dep_exists_or_is_made_by_a_stage():
         for dep in set(stage["deps"]) - produced:
             made_by_others = any(p.startswith(dep + "/") for p in produced)  # a folder of other stages' outputs
             assert "${" in dep or made_by_others or (ROOT / dep).exists(), dep
+
+
+def test_a_dataset_name_alone_picks_its_env_targets_and_references(repo_copy, tmp_path):
+    """A walker2d file (real Walker2d-v4 rollouts, D4RL's v2 layout, the last episode cut unflagged), with only
+    data.dataset naming it: trained and evaluated on Walker2d-v4 at the paper's Walker2d targets."""
+    rng = np.random.default_rng(0)
+    data = rollout("Walker2d-v4", lambda obs: rng.uniform(-1, 1, 6), 3000, seed=0, flag_last=False)
+    raw = tmp_path / "walker2d_medium_replay-v2.hdf5"
+    write_d4rl(raw, data)
+    sets = ["data.source=download", "data.dataset=walker2d-medium-replay-v2", f"data.url={raw}"]
+    sets += ["data.check_sha256=false", "eval.targets=null"]  # the smoke profile's targets are Hopper's
+    named(repo_copy, "smoke", *(x for s in sets for x in ("-S", s)))
+    evaluation = json.loads((repo_copy / "reports/eval/k5-seed0.json").read_text())
+    assert evaluation["env_id"] == "Walker2d-v4"
+    assert {"last.target_5000.return_mean", "last.target_2500.return_mean", "last.target_556.return_mean"} <= set(
+        evaluation
+    )
+    repair = json.loads((repo_copy / "reports/repair.json").read_text())
+    assert repair["rows"] == 3000 and repair["trailing_episode_cut"]
+    table = " ".join((repo_copy / "results/ablations.md").read_text().split())
+    assert (
+        "walker2d-medium-replay-v2: Decision Transformer paper (Chen et al., 2021, Table 2, 3 seeds) 66.6 ± 3.0"
+        in table
+    )
+    assert "Walker2d-v4" in table and up_to_date(repo_copy)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from dtrepro.datasets import ENV_VERSIONS, FACTS
 from dtrepro.errors import DtreproError
 
 PARAMS_FILE = "params.yaml"
@@ -67,7 +68,7 @@ class Params(BaseModel):
         if not isinstance(section, dict):
             raise DtreproError(f"{where} has no '{cls.section}' section (a mapping of keys); the stage needs it.")
         try:
-            return cls.model_validate({**section, **context})
+            validated = cls.model_validate({**section, **context})
         except ValidationError as err:
             problems = "; ".join(_describe(e, cls.section) for e in err.errors())
             keys = ", ".join(k for k in cls.model_fields if k not in context)
@@ -75,6 +76,23 @@ class Params(BaseModel):
                 f"{where}: {problems}. The keys of '{cls.section}' are: {keys}; see the comments in params.yaml "
                 f"for what each allows."
             ) from None
+        return validated.with_dataset_facts(data)
+
+    def with_dataset_facts(self, params: Mapping) -> Self:
+        """This section with each null key that stands for a fact of the dataset (`datasets.FACTS`) filled in
+        from `data.dataset` and `data.env_version`."""
+        missing = [k for k in type(self).model_fields if k in FACTS and getattr(self, k) is None]
+        if not missing:
+            return self
+        data = params.get("data") or {}
+        dataset, version = data.get("dataset"), data.get("env_version")
+        if not isinstance(dataset, str) or version not in ENV_VERSIONS:
+            raise DtreproError(
+                f"{self.section}.{missing[0]} is null, which means data.dataset's, but data.dataset is {dataset!r} "
+                f"and data.env_version {version!r} (one of {list(ENV_VERSIONS)}). Set both, or {self.section}."
+                f"{missing[0]} itself."
+            )
+        return self.model_copy(update={k: FACTS[k](dataset, version) for k in missing})
 
 
 def merge(base: dict, overlay: dict, where: str = "") -> dict:

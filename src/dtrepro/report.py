@@ -19,17 +19,12 @@ import numpy as np
 
 from dtrepro import plots
 from dtrepro.atomic import atomic_output, write_json
+from dtrepro.datasets import published
 from dtrepro.errors import DtreproError
 from dtrepro.eval_spec import CHECKPOINTS, EvalParams
 from dtrepro.runs import Run, StudyParams
 from dtrepro.scores import normalized_score
 from dtrepro.stats import bootstrap_ci
-
-REFERENCES = (
-    "Decision Transformer paper (Chen et al., 2021), hopper-medium: 67.6 ± 1.0 (3 seeds)",
-    "large-batch variant (embed 512, batch 4096, 2,500 steps): 80.6 ± 25.9 (20 episodes); "
-    "targets 3600 / 1800 / 400: 80.6 / 55.4 / 26.7; K = 20 / 1: 80.6 / 31.2",
-)
 
 
 @dataclass(frozen=True)
@@ -124,7 +119,9 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def markdown(study: StudyParams, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict) -> str:
+def markdown(
+    study: StudyParams, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict, name: str
+) -> str:
     k0, t0 = study.context_lens[0], params.targets[0]
     pick = by_key(table)
     n_seeds, n_eps = len(study.seeds), params.episodes
@@ -150,7 +147,7 @@ def markdown(study: StudyParams, params: EvalParams, table: list[dict], per_seed
     if dataset:
         ds = normalized_score([dataset["episode_return_mean"], dataset["episode_return_max"]], params.env_id)
         lines += ["", f"The dataset's episodes score {ds[0]:.1f} on average and {ds[1]:.1f} at best."]
-    lines += ["", "For reference: " + "; ".join(REFERENCES) + ".", "", f"## Return conditioning (K = {k0})", ""]
+    lines += ["", f"For reference, {published(name)}.", "", f"## Return conditioning (K = {k0})", ""]
     rows = [
         [f"{t:g}", f"`{c}.pt`", f"{r['return_mean']:.0f} ± {r['return_std_seeds']:.0f}", _score(r), _ci(r)]
         + [f"{r['length_mean']:.0f}"]
@@ -209,7 +206,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
-def write_report(study: StudyParams, params: EvalParams, paths: ReportPaths) -> dict:
+def write_report(study: StudyParams, params: EvalParams, paths: ReportPaths, dataset_name: str) -> dict:
     """Read every run's evaluation, write the tables, the metrics, the plot data and the PNGs."""
     episodes = {run: read_episodes(run, paths.evals) for run in study.runs}
     table = aggregate(study, params, episodes)
@@ -250,7 +247,7 @@ def write_report(study: StudyParams, params: EvalParams, paths: ReportPaths) -> 
         {run.name: read_train_log(run, paths.train_logs) for run in study.runs}, plots_dir / "learning_curves.png"
     )
     with atomic_output(paths.markdown) as tmp:
-        tmp.write_text(markdown(study, params, table, per_seed, dataset))
+        tmp.write_text(markdown(study, params, table, per_seed, dataset, dataset_name))
     metrics = flat_metrics(table, per_seed)
     write_json(paths.metrics, metrics)
     return metrics

@@ -66,8 +66,8 @@ class TrainParams(Params):
     checkpoint_every: Annotated[int, Field(ge=1)]
     eval_every: Annotated[int, Field(ge=1)]
     eval_episodes: Annotated[int, Field(ge=1)]
-    eval_target: float
-    env_id: str
+    eval_target: float | None  # null: the DT paper's high target for the dataset's env
+    env_id: str | None  # null: data.dataset's env
 
     @classmethod
     def from_params(cls, params=PARAMS_FILE, **context) -> "TrainParams":

@@ -36,7 +36,7 @@ class CollectParams(Params):
     """The `collect` section of params.yaml."""
 
     section = "collect"
-    env_id: str
+    env_id: str | None  # null: data.dataset's env
     seed: Annotated[int, Field(ge=0)]
     steps: Annotated[int, Field(ge=1)]
     layout: Literal["v2", "v0"]

@@ -40,9 +40,9 @@ class BoundaryRules(Params):
 
     section = "repair"
     max_episode_steps: Annotated[int, Field(ge=1)]
-    dt: Annotated[float, Field(gt=0)]
-    reset_height: float
-    reset_noise: Annotated[float, Field(ge=0)]
+    dt: Annotated[float, Field(gt=0)] | None
+    reset_height: float | None  # null (these three): data.dataset's env's, from datasets.py
+    reset_noise: Annotated[float, Field(ge=0)] | None
     continuity_tolerance: Annotated[float, Field(ge=0)]
     velocity_clip: Annotated[float, Field(gt=0)]
 

@@ -43,6 +43,7 @@ class DownloadParams(Params):
     section = "data"
     source: Literal["download", "collect"]
     dataset: str
+    env_version: Literal["v4", "v5"]  # read by the stages after this one (datasets.py)
     url: str | None
     mirrors: list[str]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
