@@ -158,3 +158,23 @@ def test_unknown_repair_param_is_an_error():
     section = {**params()["repair"], "max_episode_step": 1000}
     with pytest.raises(DtreproError, match="repair.max_episode_step is not a parameter"):
         RepairParams.from_params({"repair": section})
+
+
+@pytest.mark.parametrize(
+    "dataset, env", [("walker2d-medium-v2", "Walker2d-v4"), ("halfcheetah-medium-v2", "HalfCheetah-v4")]
+)
+def test_each_env_is_repaired_with_its_own_facts(dataset, env):
+    """Real rollouts of each env: with the rules data.dataset names, every boundary is a flag and no row inside
+    an episode looks discontinuous; with Hopper's tolerance HalfCheetah's 0.05 s steps would."""
+    rng = np.random.default_rng(0)
+    data = rollout(env, lambda obs: rng.uniform(-1, 1, 6), 3000, seed=0, max_episode_steps=1000)
+    rules = RepairParams.from_params(params(data={"dataset": dataset}))
+    assert rules.dt == {"Walker2d-v4": 0.008, "HalfCheetah-v4": 0.05}[env]
+    clean, report = repair_dataset(data, rules)
+    flagged = int((data.arrays["terminals"] | data.arrays["timeouts"]).sum())
+    assert report["episodes"] == flagged and report["lone_discontinuities"] == 0
+    assert report["rows_changed_timeouts_added"] == 0
+    if env == "HalfCheetah-v4":
+        assert data.arrays["terminals"].sum() == 0  # it never terminates: every episode ends on the time limit
+        hopper_tolerance = params(data={"dataset": dataset}, repair={"continuity_tolerance": 0.005})
+        assert repair_dataset(data, RepairParams.from_params(hopper_tolerance))[1]["lone_discontinuities"] > 100

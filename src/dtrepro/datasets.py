@@ -23,16 +23,24 @@ class EnvFamily:
     reset_height: float  # observation 0 (the torso's height) in a reset state
     reset_noise: float  # every other reset coordinate lies within this of zero
     dt: float  # seconds per env step: frame_skip x the model's timestep
+    continuity_tolerance: float  # largest position jump within an episode beyond what the velocities explain
+    alive_bonus: float  # the reward the env pays every step it is alive (ARS trains on rewards less this)
     terminates: bool  # whether an episode can end before the time limit
     ref_scores: tuple[float, float]  # D4RL's random and expert returns (d4rl/infos.py)
 
 
 # The low target is about 1/9 of the paper's high one (Hopper: 400 of 3600), the conditioning study's.
+# Continuity tolerances: within an episode of random actions, the largest jump (from infos/qpos, qvel) was
+# 0.0026 (Hopper), 0.034 (Walker2d) and 0.47 (HalfCheetah, whose 0.05 s steps integrate more); between
+# episodes the smallest was 0.14, 0.76 and 2.5.
 FAMILIES = {
-    "hopper": EnvFamily("Hopper", (3600.0, 1800.0, 400.0), 1.25, 0.005, 0.008, True, (-20.272305, 3234.3)),
-    "walker2d": EnvFamily("Walker2d", (5000.0, 2500.0, 556.0), 1.25, 0.005, 0.008, True, (1.629008, 4592.3)),
-    # HalfCheetah never terminates; its reset noise is 0.1 and its torso starts at height 0
-    "halfcheetah": EnvFamily("HalfCheetah", (12000.0, 6000.0, 1333.0), 0.0, 0.1, 0.05, False, (-280.178953, 12135.0)),
+    "hopper": EnvFamily("Hopper", (3600.0, 1800.0, 400.0), 1.25, 0.005, 0.008, 0.005, 1.0, True, (-20.272305, 3234.3)),
+    "walker2d": EnvFamily("Walker2d", (5000.0, 2500.0, 556.0), 1.25, 0.005, 0.008, 0.1, 1.0, True, (1.629008, 4592.3)),
+    # HalfCheetah never terminates and pays no alive bonus; its torso starts at height 0, its positions within
+    # 0.1 of zero and its velocities normal with std 0.1: 0.5 holds every coordinate of a reset (5 std)
+    "halfcheetah": EnvFamily(
+        "HalfCheetah", (12000.0, 6000.0, 1333.0), 0.0, 0.5, 0.05, 1.0, 0.0, False, (-280.178953, 12135.0)
+    ),
 }
 ENV_VERSIONS = ("v4", "v5")
 
@@ -61,6 +69,8 @@ FACTS = {
     "reset_height": lambda d, v: family(d).reset_height,
     "reset_noise": lambda d, v: family(d).reset_noise,
     "dt": lambda d, v: family(d).dt,
+    "continuity_tolerance": lambda d, v: family(d).continuity_tolerance,
+    "reward_shift": lambda d, v: family(d).alive_bonus,
 }
 
 

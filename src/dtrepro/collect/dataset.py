@@ -50,7 +50,7 @@ class CollectParams(Params):
     top: Annotated[int, Field(ge=1)]
     step_size: Annotated[float, Field(gt=0)]
     exploration: Annotated[float, Field(gt=0)]
-    reward_shift: float
+    reward_shift: float | None  # null: the env's alive bonus
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -43,7 +43,7 @@ class BoundaryRules(Params):
     dt: Annotated[float, Field(gt=0)] | None
     reset_height: float | None  # null (these three): data.dataset's env's, from datasets.py
     reset_noise: Annotated[float, Field(ge=0)] | None
-    continuity_tolerance: Annotated[float, Field(ge=0)]
+    continuity_tolerance: Annotated[float, Field(ge=0)] | None
     velocity_clip: Annotated[float, Field(gt=0)]
 
 
