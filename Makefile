@@ -53,7 +53,7 @@ demo: install
 	@echo "demo: tables results/ablations.md, plots results/plots/*.png, metrics results/ablations.json and reports/ (dvc metrics show); checkpoints models/k<K>-seed<S>/"
 
 bench: install
-	for b in bench/repair.py bench/collect.py bench/train.py bench/evaluate.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/repair.py bench/collect.py bench/train.py bench/evaluate.py bench/noop.py; do $(BIN)/python $$b || exit 1; done
 
 DOCKER ?= docker
 docker-build:
