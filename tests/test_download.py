@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dtrepro.data.d4rl import dataset_file, dataset_url
+from dtrepro.data.d4rl import dataset_file
 from dtrepro.data.download import DownloadParams, download
 from dtrepro.errors import DtreproError
 
@@ -248,13 +248,13 @@ def test_local_path_and_file_url(hopper_file, tmp_path, form):
 
 def test_dataset_names_map_to_d4rl_urls():
     base = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
-    assert dataset_url("hopper-medium-v2") == f"{base}/gym_mujoco_v2/hopper_medium-v2.hdf5"
-    assert dataset_url("hopper-medium-replay-v1") == f"{base}/gym_mujoco_v1/hopper_medium_replay-v1.hdf5"
-    assert dataset_url("hopper-medium-v0") == f"{base}/gym_mujoco/hopper_medium.hdf5"
-    assert dataset_url("walker2d-medium-replay-v0") == f"{base}/gym_mujoco/walker_mixed.hdf5"
-    assert dataset_url("halfcheetah-medium-expert-v0") == f"{base}/gym_mujoco/halfcheetah_medium_expert.hdf5"
+    assert dataset_file("hopper-medium-v2").url == f"{base}/gym_mujoco_v2/hopper_medium-v2.hdf5"
+    assert dataset_file("hopper-medium-replay-v1").url == f"{base}/gym_mujoco_v1/hopper_medium_replay-v1.hdf5"
+    assert dataset_file("hopper-medium-v0").url == f"{base}/gym_mujoco/hopper_medium.hdf5"
+    assert dataset_file("walker2d-medium-replay-v0").url == f"{base}/gym_mujoco/walker_mixed.hdf5"
+    assert dataset_file("halfcheetah-medium-expert-v0").url == f"{base}/gym_mujoco/halfcheetah_medium_expert.hdf5"
     with pytest.raises(DtreproError, match="Unknown D4RL dataset name 'hopper-mediun-v2'"):
-        dataset_url("hopper-mediun-v2")
+        dataset_file("hopper-mediun-v2")
 
 
 def test_stage_script_reports_one_paragraph_and_exit_2(server, tmp_path):

@@ -91,10 +91,6 @@ def dataset_file(name: str) -> DatasetFile:
     return DatasetFile(path, size, digest)
 
 
-def dataset_url(name: str) -> str:
-    return dataset_file(name).url
-
-
 @dataclass
 class D4RLData:
     """All datasets of a D4RL file by their HDF5 path, plus the file's metadata attributes."""

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import DatasetFile, check_d4rl_file, dataset_file, require_regular_file
+from dtrepro.datasets import ENV_VERSIONS
 from dtrepro.errors import DtreproError
 from dtrepro.params import Params
 
@@ -43,7 +44,7 @@ class DownloadParams(Params):
     section = "data"
     source: Literal["download", "collect"]
     dataset: str
-    env_version: Literal["v4", "v5"]  # read by the stages after this one (datasets.py)
+    env_version: Literal[ENV_VERSIONS]  # read by the stages after this one (datasets.py)
     url: str | None
     mirrors: list[str]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
