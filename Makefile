@@ -7,7 +7,7 @@ PROFILE ?=
 # a named run (profiles/$(PROFILE).yaml, as the DVC experiment $(PROFILE)), or the workspace's params.yaml as it is
 EXP_RUN = $(if $(PROFILE),$(BIN)/python -m dtrepro.profiles run $(PROFILE),$(BIN)/dvc exp run)
 
-.PHONY: install test test-fast lint repro ablations demo bench docker-build docker-test clean help
+.PHONY: install test test-fast lint repro ablations demo suite suite-smoke bench docker-build docker-test clean help
 
 help:
 	@echo "make install    create .venv and install the locked dependencies and dtrepro"
@@ -16,6 +16,8 @@ help:
 	@echo "make demo       the offline quickstart on a CPU: the named run 'demo' (a DVC experiment)"
 	@echo "make repro      dvc exp run; PROFILE=<name> runs profiles/<name>.yaml as the experiment <name>"
 	@echo "make ablations  train and evaluate the study (targets, context lengths, seeds) and write results/"
+	@echo "make suite      the DT paper's D4RL table: nine datasets at the headline K -> results/suite.md"
+	@echo "make suite-smoke  the suite's pipeline on three envs' collected data, offline, in minutes"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make lint       ruff and hadolint"
 	@echo "make docker-build  docker build -t dtrepro . (DOCKER=podman to use podman)"
@@ -43,14 +45,23 @@ lint: install
 repro: install
 	$(EXP_RUN)
 
-# The study of params.yaml (study.*, eval.targets): every train@K-S and evaluate@K-S stage, then the report.
+# The study of params.yaml (study.*, eval.targets): every train@D-K-S and evaluate@D-K-S stage, then the report.
 ablations: install
 	$(EXP_RUN) report
 	@echo "ablations: tables results/ablations.md, metrics results/ablations.json, plots results/plots/*.png"
 
 demo: install
 	$(BIN)/python -m dtrepro.profiles run demo
-	@echo "demo: tables results/ablations.md, plots results/plots/*.png, metrics results/ablations.json and reports/ (dvc metrics show); checkpoints models/k<K>-seed<S>/"
+	@echo "demo: tables results/ablations.md, plots results/plots/*/*.png, metrics results/ablations.json and reports/ (dvc metrics show); checkpoints models/<dataset>/k<K>-seed<S>/"
+
+# The DT paper's table (profiles/suite.yaml) as the DVC experiment suite; suite-smoke: the same offline, small.
+suite: install
+	$(BIN)/python -m dtrepro.profiles run suite
+	@echo "suite: results/suite.md, results/suite.json, results/suite-plots/*.png; per dataset: results/ablations.md"
+
+suite-smoke: install
+	$(BIN)/python -m dtrepro.profiles run suite-smoke
+	@echo "suite-smoke: results/suite.md, results/suite.json, results/suite-plots/*.png"
 
 bench: install
 	for b in bench/repair.py bench/collect.py bench/train.py bench/evaluate.py bench/noop.py; do $(BIN)/python $$b || exit 1; done

@@ -82,16 +82,17 @@ podman run --rm --user "$uid:$gid" -v "$work/repo:/workspace" "$IMAGE" dvc statu
   | grep -q "Data and pipelines are up to date" || fail "dvc status in the container is not up to date after the run"
 
 step "checking the outputs on the host"
-for f in reports/source.json reports/repair.json reports/train/k5-seed0.json reports/eval/k5-seed0.json \
-         reports/eval/k1-seed1.json results/ablations.json results/ablations.md results/plots/return_conditioning.png \
-         models/k5-seed0/last.pt dvc.lock; do
+d=collected-hopper-medium  # the smoke run's dataset
+for f in reports/source/$d.json reports/repair/$d.json reports/train/$d/k5-seed0.json reports/eval/$d/k5-seed0.json \
+         reports/eval/$d/k1-seed1.json results/ablations.json results/ablations.md results/plots/$d/return_conditioning.png \
+         results/suite.md models/$d/k5-seed0/last.pt dvc.lock; do
   [ -s "$work/repo/$f" ] || fail "$f was not written"
   owner=$(stat -c %u:%g "$work/repo/$f")
   [ "$owner" = "$uid:$gid" ] || fail "$f is owned by $owner, not by the calling user $uid:$gid"
 done
 podman run --rm -v "$work/repo:/workspace" "$IMAGE" git status --short >/dev/null \
   || fail "git in the image (as its own user) refuses a repository owned by $uid:$gid: safe.directory"
-python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m['k5.last.target_3600.episodes'] > 0" \
+python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m['$d.k5.last.target_3600.episodes'] > 0" \
   "$work/repo/results/ablations.json" || fail "results/ablations.json lacks the headline evaluation"
 printf '\ndocker-test: OK: %s built on %s and on %s; the named smoke run ran in it; outputs on the host owned by %s\n' \
   "$IMAGE" "$BASE" "$BASE_UID1000" "$uid:$gid"

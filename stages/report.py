@@ -1,11 +1,11 @@
-"""report stage: the ablation tables, metrics and plots from every run's evaluation.
+"""report stage: the ablation tables, metrics and plots from every run's evaluation, by dataset.
 
-Reads  --evals/k<K>-seed<S>.csv and --train-logs/k<K>-seed<S>.tsv for every K of study.context_lens
-       and S of study.seeds, --repair-report (the dataset's returns); params.yaml study.*, eval.*,
-       data.dataset (whose published scores are printed beside ours)
-Writes --markdown (tables: headline, return conditioning, context length, per seed),
-       --metrics (the same numbers as flat metrics), --return-csv and --context-csv (dvc plots data),
-       --plots/return_conditioning.png, context_length.png, learning_curves.png
+Reads  --evals/<D>/k<K>-seed<S>.csv and --train-logs/<D>/k<K>-seed<S>.tsv for every D of study.datasets,
+       K of study.context_lens and S of study.seeds, --repair-reports/<D>.json (the data's returns);
+       params.yaml study.*, eval.*, data.env_version
+Writes --markdown (per dataset: headline, return conditioning, context length, per seed; beside the
+       published scores), --metrics (the same numbers as flat metrics), --return-csv and --context-csv
+       (dvc plots data), --plots-dir/<D>/return_conditioning.png, context_length.png, learning_curves.png
 """
 
 import argparse
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dtrepro.errors import run_stage
 from dtrepro.eval_spec import EvalParams
-from dtrepro.params import add_params_argument, load_yaml
+from dtrepro.params import add_params_argument
 from dtrepro.report import ReportPaths, write_report
 from dtrepro.runs import StudyParams
 
@@ -26,10 +26,10 @@ def main(argv=None):
         parser.add_argument(f"--{name.replace('_', '-')}", required=True, type=Path)
     args = parser.parse_args(argv)
     paths = ReportPaths(**{f.name: getattr(args, f.name) for f in fields(ReportPaths)})
-    dataset = load_yaml(args.params)["data"]["dataset"]  # whose published scores the report prints beside ours
-    write_report(StudyParams.from_params(args.params), EvalParams.from_params(args.params), paths, dataset)
+    study = StudyParams.from_params(args.params)
+    write_report(study, {name: EvalParams.from_params(args.params, name) for name in study.datasets}, paths)
     print(paths.markdown.read_text())
-    print(f"report: tables {paths.markdown}, plots {paths.plots_dir}/*.png")
+    print(f"report: tables {paths.markdown}, plots {paths.plots_dir}/*/*.png")
 
 
 if __name__ == "__main__":

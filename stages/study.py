@@ -1,10 +1,11 @@
 """study stage: check params.yaml's study lists before DVC runs any command built from them.
 
-dvc.yaml's train and evaluate stages are matrices over study.context_lens and study.seeds,
-whose items DVC writes into their shell commands. Every other stage comes after this one,
-so a list item that is not an integer (e.g. "5; rm -rf ~") stops `dvc repro` here, before
-any such command runs.
-Reads  params.yaml study.*
+dvc.yaml's stages are matrices over study.datasets, study.context_lens and study.seeds, whose
+items DVC writes into their shell commands. Every other stage comes after this one, so a list
+item that is not a known dataset name or an integer (e.g. "5; rm -rf ~") stops `dvc repro`
+here, before any such command runs. It also refuses data.url or data.sha256 (one file's) with
+more than one D4RL dataset to download.
+Reads  params.yaml study.*, data.url, data.sha256
 Writes --stamp (a fixed text: the check passed; its content never changes, so passing it
        again re-runs nothing downstream)
 """
@@ -13,8 +14,8 @@ import argparse
 
 from dtrepro.atomic import atomic_output
 from dtrepro.errors import run_stage
-from dtrepro.params import add_params_argument
-from dtrepro.runs import StudyParams
+from dtrepro.params import add_params_argument, load_yaml
+from dtrepro.runs import StudyParams, check_overrides
 
 
 def main(argv=None):
@@ -23,9 +24,13 @@ def main(argv=None):
     parser.add_argument("--stamp", required=True, help="file written when the check passes")
     args = parser.parse_args(argv)
     study = StudyParams.from_params(args.params)
+    check_overrides(study, load_yaml(args.params))
     with atomic_output(args.stamp) as tmp:
-        tmp.write_text("study.context_lens and study.seeds are lists of integers\n")
-    print(f"study: {len(study.runs)} runs, K in {study.context_lens} x seeds {study.seeds}")
+        tmp.write_text("study.datasets are known names; study.context_lens and study.seeds are lists of integers\n")
+    print(
+        f"study: {len(study.datasets) * len(study.runs)} runs, datasets {study.datasets} x K in {study.context_lens} "
+        f"x seeds {study.seeds}"
+    )
 
 
 if __name__ == "__main__":

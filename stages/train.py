@@ -1,7 +1,8 @@
 """train stage: fit one Decision Transformer of the study; keep its last and its best checkpoint.
 
-dvc.yaml runs it once per (context length, seed) of params.yaml's study section.
-Reads  --data (a clean D4RL file); params.yaml model.*, train.*; --context-len K --seed S
+dvc.yaml runs it once per (dataset, context length, seed) of params.yaml's study section.
+Reads  --data (a clean D4RL file); params.yaml model.*, train.*, data.env_version; --dataset NAME
+       --context-len K --seed S
 Writes --out-dir/last.pt (resumable: optimizer, scheduler and RNG state, the log so far),
        --out-dir/best.pt (best periodic evaluation),
        --log-file (TSV: loss, lr, throughput, evaluations; dvc plots), --metrics (JSON)
@@ -22,17 +23,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_params_argument(parser)
     add_run_arguments(parser)
-    parser.add_argument("--data", required=True, help="clean D4RL file, e.g. data/clean.hdf5")
-    parser.add_argument("--out-dir", required=True, help="folder of last.pt and best.pt, e.g. models/k20-seed0")
-    parser.add_argument("--log-file", required=True, help="e.g. reports/train/k20-seed0.tsv")
-    parser.add_argument("--metrics", required=True, help="e.g. reports/train/k20-seed0.json")
+    parser.add_argument("--data", required=True, help="clean D4RL file, e.g. data/hopper-medium-v2/clean.hdf5")
+    parser.add_argument(
+        "--out-dir", required=True, help="folder of last.pt and best.pt, e.g. models/hopper-medium-v2/k20-seed0"
+    )
+    parser.add_argument("--log-file", required=True, help="e.g. reports/train/hopper-medium-v2/k20-seed0.tsv")
+    parser.add_argument("--metrics", required=True, help="e.g. reports/train/hopper-medium-v2/k20-seed0.json")
     args = parser.parse_args(argv)
     run = Run(args.context_len, args.seed)
-    params = TrainParams.from_params(args.params)
+    params = TrainParams.from_params(args.params, args.dataset)
     metrics = train(params, run, args.data, args.out_dir, args.log_file, args.metrics)
     if metrics:  # rank 0
         best = metrics["best_eval_score"]
-        print(f"train {run.name}: {metrics['steps']} steps on {metrics['device']}; best evaluation {best}")
+        print(
+            f"train {args.dataset} {run.name}: {metrics['steps']} steps on {metrics['device']}; best evaluation {best}"
+        )
 
 
 if __name__ == "__main__":

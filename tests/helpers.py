@@ -11,6 +11,8 @@ from pathlib import Path
 from dtrepro.params import load_yaml, merge
 
 ROOT = Path(__file__).resolve().parents[1]
+HOPPER = "hopper-medium-v2"  # the default dataset
+COLLECTED = "collected-hopper-medium"  # the smoke and demo runs' dataset
 IDENTITY = {"user.name": "dtrepro-test", "user.email": "test@localhost"}
 
 

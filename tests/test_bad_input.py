@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import HOPPER, ROOT
 
 
 def write(path: Path, **datasets):
@@ -110,7 +110,8 @@ def test_repair_stage_refuses_bad_input_cleanly(case, tmp_path):
     make(raw, tmp_path)
     out, report = tmp_path / "out" / "clean.hdf5", tmp_path / "out" / "repair.json"
     proc = subprocess.run(
-        [sys.executable, "stages/repair.py", "--input", str(raw), "--output", str(out), "--report", str(report)],
+        [sys.executable, "stages/repair.py", "--dataset", HOPPER, "--input", str(raw), "--output", str(out)]
+        + ["--report", str(report)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -124,7 +125,7 @@ def test_repair_stage_refuses_bad_input_cleanly(case, tmp_path):
 
 
 def repair_stage(raw: Path, out: Path, prefix=()) -> subprocess.CompletedProcess:
-    paths = ["--input", str(raw), "--output", str(out), "--report", str(out) + ".json"]
+    paths = ["--dataset", HOPPER, "--input", str(raw), "--output", str(out), "--report", str(out) + ".json"]
     return subprocess.run(
         [*prefix, sys.executable, "stages/repair.py", *paths], cwd=ROOT, capture_output=True, text=True
     )
@@ -165,7 +166,8 @@ def test_an_unreadable_input_and_an_unwritable_output_folder(tmp_path, hopper_fi
         ("eval.episodes", "true", "eval.episodes is True (bool): input should be a valid integer"),
         ("eval.episodes", "{x: 3}", "eval.episodes is {'x': 3} (dict): input should be a valid integer"),
         ("study.context_lens", "['5; touch x #']", "study.context_lens.0 is '5; touch x #' (str)"),
-        ("data.source", "ftp", "data.source is 'ftp' (str): input should be 'download' or 'collect'"),
+        ("study.datasets", "['hopper-medium-v2; touch x']", "Unknown dataset name 'hopper-medium-v2; touch x'"),
+        ("study.datasets", "[walker2d-medium-v3]", "Unknown dataset name 'walker2d-medium-v3'"),
         ("repair.max_abs_reward", "-1", "repair.max_abs_reward is -1 (int): input should be greater than 0"),
     ],
 )

@@ -11,15 +11,16 @@ import pytest
 from dtrepro.collect.ars import LinearPolicy
 from dtrepro.collect.dataset import CollectParams, collect_to_files
 from dtrepro.data.d4rl import read_d4rl
+from dtrepro.data.episodes import episode_ends, episode_stats
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
 from dtrepro.scores import normalized_score
 
-from helpers import params
+from helpers import COLLECTED, params
 
 # Seconds: training must raise the score from about 11 (the untrained policy) into the band.
 TINY_VALUES = {"steps": 4000, "band_low": 14, "band_high": 100, "max_steps": 300_000, "eval_episodes": 2}
-TINY = CollectParams.from_params(params(collect=TINY_VALUES))
+TINY = CollectParams.from_params(params(collect=TINY_VALUES), COLLECTED)
 
 
 def collect_into(tmp_path, params, name="raw"):
@@ -37,18 +38,20 @@ def tiny(tmp_path_factory):
 def test_training_reaches_the_band_and_metrics_say_so(tiny):
     result, (raw, policy_path, metrics_path) = tiny
     metrics = json.loads(metrics_path.read_text())
-    assert TINY.band_low <= metrics["behaviour_normalized_mean"] <= TINY.band_high
-    assert metrics["behaviour_iterations"] > 0 and metrics["behaviour_env_steps"] > 0
+    assert TINY.band_low <= metrics["medium_normalized_mean"] <= TINY.band_high
+    assert metrics["medium_iterations"] > 0 and metrics["medium_env_steps"] > 0
     assert metrics["rows"] == TINY.steps
     assert metrics["dataset_episodes"] > 1 and metrics["dataset_episode_return_mean"] > 0
     assert result["rollout_steps_per_s"] > 0
-    assert np.isclose(metrics["behaviour_normalized_mean"], normalized_score(metrics["behaviour_return_mean"]))
+    assert np.isclose(metrics["medium_normalized_mean"], normalized_score(metrics["medium_return_mean"]))
 
 
 @pytest.mark.slow
 def test_collected_file_passes_repair_unchanged(tiny, tmp_path):
     _, (raw, _, _) = tiny
-    report = repair_file(raw, tmp_path / "clean.hdf5", tmp_path / "repair.json", RepairParams.from_params(params()))
+    report = repair_file(
+        raw, tmp_path / "clean.hdf5", tmp_path / "repair.json", RepairParams.from_params(params(), COLLECTED)
+    )
     assert report["rows_changed_timeouts_added"] == report["rows_changed_timeouts_removed"] == 0
     assert report["rows_changed_actions_clipped"] == 0 and report["rows_dropped"] == 0
     assert report["boundaries_reset_state"] == report["boundaries_next_observations"] == 0
@@ -68,7 +71,7 @@ def test_file_has_d4rl_layout_metadata_and_true_log_probs(tiny):
     assert meta["source"] == "collect" and meta["env_id"] == "Hopper-v4" and meta["seed"] == 0
     assert meta["algorithm"].startswith("ARS") and "version/mujoco" in meta and "version/gymnasium" in meta
     data = read_d4rl(raw)
-    policy = LinearPolicy.from_dict(json.loads(policy_path.read_text()))
+    policy = LinearPolicy.from_dict(json.loads(policy_path.read_text())["policies"]["medium"])
     obs, actions, logp = data.arrays["observations"], data.arrays["actions"], data.arrays["infos/action_log_probs"]
     mean = np.clip(np.array([policy.act(o) for o in obs.astype(np.float64)]), -1, 1)
     inside = (np.abs(actions) < 1).all(axis=1)  # the noise sample is only recoverable where nothing was clipped
@@ -94,8 +97,12 @@ def test_v0_layout_repairs_to_exactly_the_v2_boundaries(tiny, tmp_path):
     _, (raw_v0, _, _) = collect_into(tmp_path, TINY.model_copy(update={"layout": "v0"}), "v0")
     with h5py.File(raw_v0, "r") as f:
         assert "timeouts" not in f and "infos" not in f
-    v2 = repair_file(raw, tmp_path / "v2-clean.hdf5", tmp_path / "v2.json", RepairParams.from_params(params()))
-    v0 = repair_file(raw_v0, tmp_path / "v0-clean.hdf5", tmp_path / "v0.json", RepairParams.from_params(params()))
+    v2 = repair_file(
+        raw, tmp_path / "v2-clean.hdf5", tmp_path / "v2.json", RepairParams.from_params(params(), COLLECTED)
+    )
+    v0 = repair_file(
+        raw_v0, tmp_path / "v0-clean.hdf5", tmp_path / "v0.json", RepairParams.from_params(params(), COLLECTED)
+    )
     a, b = read_d4rl(tmp_path / "v2-clean.hdf5").arrays, read_d4rl(tmp_path / "v0-clean.hdf5").arrays
     np.testing.assert_array_equal(a["terminals"], b["terminals"])
     np.testing.assert_array_equal(a["timeouts"], b["timeouts"])
@@ -104,7 +111,7 @@ def test_v0_layout_repairs_to_exactly_the_v2_boundaries(tiny, tmp_path):
 
 
 def test_unreachable_band_is_an_error_not_a_weak_policy(tmp_path):
-    hard = CollectParams.from_params(params(collect={**TINY_VALUES, "band_low": 95, "max_steps": 20_000}))
+    hard = CollectParams.from_params(params(collect={**TINY_VALUES, "band_low": 95, "max_steps": 20_000}), COLLECTED)
     with pytest.raises(DtreproError, match=r"did not reach the score band \[95, 100\] within collect.max_steps=20000"):
         collect_into(tmp_path, hard)
     assert not any(tmp_path.iterdir())
@@ -121,4 +128,64 @@ def test_unreachable_band_is_an_error_not_a_weak_policy(tmp_path):
 )
 def test_bad_collect_params(bad, message):
     with pytest.raises(DtreproError, match=message):
-        CollectParams.from_params({"collect": {**params()["collect"], **bad}})
+        CollectParams.from_params({**params(), "collect": {**params()["collect"], **bad}}, COLLECTED)
+
+
+def kind(name: str, **values) -> CollectParams:
+    return CollectParams.from_params(params(collect={**TINY_VALUES, **values}), name)
+
+
+@pytest.mark.slow
+def test_medium_replay_is_every_training_episode_up_to_the_medium_stop(tmp_path):
+    """D4RL's replay recipe: the episodes ARS ran while it trained, up to the medium policy, as they happened."""
+    replay = kind("collected-hopper-medium-replay")
+    _, (raw, _, metrics_path) = collect_into(tmp_path, replay)
+    metrics = json.loads(metrics_path.read_text())
+    data = read_d4rl(raw).arrays
+    assert metrics["rows"] == metrics["medium_env_steps"] == len(data["rewards"])  # every env step ARS took
+    assert replay.band_low <= metrics["medium_normalized_mean"] <= replay.band_high
+    ends = data["terminals"] | data["timeouts"]
+    assert (
+        ends[-1] and metrics["dataset_episodes"] == ends.sum() == 2 * replay.directions * metrics["medium_iterations"]
+    )
+    inside = ~ends[:-1]  # within an episode each row's next observation is the next row's observation
+    np.testing.assert_array_equal(data["next_observations"][:-1][inside], data["observations"][1:][inside])
+    report = repair_file(
+        raw, tmp_path / "clean.hdf5", tmp_path / "r.json", RepairParams.from_params(params(), COLLECTED)
+    )
+    assert report["rows_changed_timeouts_added"] == report["lone_discontinuities"] == 0
+
+
+@pytest.mark.slow
+def test_medium_expert_is_the_medium_rollouts_then_the_expert_ones(tmp_path):
+    mixed = kind("collected-hopper-medium-expert", steps=2000, expert_band_low=25, expert_band_high=1000)
+    _, (raw, policy_path, metrics_path) = collect_into(tmp_path, mixed)
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["rows"] == 2 * mixed.steps
+    assert mixed.band_low <= metrics["medium_normalized_mean"] <= mixed.band_high
+    assert metrics["expert_normalized_mean"] >= mixed.expert_band_low
+    assert metrics["expert_env_steps"] > metrics["medium_env_steps"]  # trained on from the medium policy
+    assert set(json.loads(policy_path.read_text())["policies"]) == {"medium", "expert"}
+    data = read_d4rl(raw).arrays
+    halves = [slice(0, mixed.steps), slice(mixed.steps, None)]
+    returns = [
+        episode_stats(data["rewards"][h], episode_ends(data["terminals"][h], data["timeouts"][h]))[
+            "episode_return_mean"
+        ]
+        for h in halves
+    ]
+    assert returns[1] > returns[0]  # the expert half's episodes earn more
+
+
+def test_random_is_uniform_random_actions(tmp_path):
+    random = kind("collected-walker2d-random", steps=1500)
+    _, (raw, _, metrics_path) = collect_into(tmp_path, random)
+    data = read_d4rl(raw)
+    assert data.rows == 1500 and data.arrays["observations"].shape[1] == 17  # Walker2d-v4's
+    assert data.metadata["env_id"] == "Walker2d-v4" and data.metadata["kind"] == "random"
+    assert abs(data.arrays["actions"].mean()) < 0.05 and data.arrays["actions"].std() == pytest.approx(0.577, abs=0.02)
+
+
+def test_a_d4rl_name_is_not_collected():
+    with pytest.raises(DtreproError, match="is not a dataset made here"):
+        CollectParams.from_params(params(), "hopper-medium-v2")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dtrepro.data.d4rl import dataset_file
 from dtrepro.data.download import DownloadParams, download
+from dtrepro.datasets import dataset_file
 from dtrepro.errors import DtreproError
 
-from helpers import ROOT, params
+from helpers import HOPPER, ROOT, params
 
 
 @dataclass
@@ -106,7 +106,7 @@ def server(hopper_file):
 def fast(url: str, **kw) -> DownloadParams:
     """A quick-failing download of a test file (not D4RL's, so its published hash is not checked)."""
     values = {"url": url, "retries": 3, "timeout_s": 2, "give_up_after_s": 5, "check_sha256": False, **kw}
-    return DownloadParams.from_params(params(data=values))
+    return DownloadParams.from_params(params(data=values), HOPPER)
 
 
 def assert_nothing_left(out: Path):
@@ -231,7 +231,7 @@ def test_no_listener_fails_within_30_s_with_advice(tmp_path):
     out = tmp_path / "raw.hdf5"
     start = time.monotonic()
     with pytest.raises(DtreproError) as info:
-        download(DownloadParams.from_params(params(data={"url": url})), out)  # the defaults of params.yaml
+        download(DownloadParams.from_params(params(data={"url": url}), HOPPER), out)  # the defaults of params.yaml
     assert time.monotonic() - start < 30
     message = str(info.value)
     assert url in message and "data.url" in message and "data.source: collect" in message
@@ -253,7 +253,7 @@ def test_dataset_names_map_to_d4rl_urls():
     assert dataset_file("hopper-medium-v0").url == f"{base}/gym_mujoco/hopper_medium.hdf5"
     assert dataset_file("walker2d-medium-replay-v0").url == f"{base}/gym_mujoco/walker_mixed.hdf5"
     assert dataset_file("halfcheetah-medium-expert-v0").url == f"{base}/gym_mujoco/halfcheetah_medium_expert.hdf5"
-    with pytest.raises(DtreproError, match="Unknown D4RL dataset name 'hopper-mediun-v2'"):
+    with pytest.raises(DtreproError, match="Unknown dataset name 'hopper-mediun-v2'"):
         dataset_file("hopper-mediun-v2")
 
 
@@ -263,7 +263,7 @@ def test_stage_script_reports_one_paragraph_and_exit_2(server, tmp_path):
     params_path.write_text(yaml.safe_dump(params(data={"url": f"{server.url}/missing.hdf5"})))
     outputs = ["--output", str(out), "--policy", str(tmp_path / "p.json"), "--metrics", str(tmp_path / "m.json")]
     proc = subprocess.run(
-        [sys.executable, "stages/download.py", "--params", str(params_path), *outputs],
+        [sys.executable, "stages/source.py", "--params", str(params_path), "--dataset", HOPPER, *outputs],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -284,13 +284,13 @@ def dead_port() -> int:
 def d4rl_down(monkeypatch):
     """D4RL's server unreachable, as it has been for days at a time: its address is a dead loopback port."""
     base = f"http://127.0.0.1:{dead_port()}/offline_rl"
-    monkeypatch.setattr("dtrepro.data.d4rl.D4RL_BASE_URL", base)
+    monkeypatch.setattr("dtrepro.datasets.D4RL_BASE_URL", base)
     return base
 
 
 def mirrored(*mirrors, **kw) -> DownloadParams:
     values = {"url": None, "mirrors": list(mirrors), "retries": 1, "timeout_s": 1, "give_up_after_s": 1}
-    return DownloadParams.from_params(params(data={**values, "check_sha256": False, **kw}))
+    return DownloadParams.from_params(params(data={**values, "check_sha256": False, **kw}), HOPPER)
 
 
 def test_a_mirror_serves_the_file_when_d4rl_is_down(server, tmp_path, d4rl_down):

@@ -42,22 +42,22 @@ def test_the_closure_follows_imports_transitively():
     files = closure(ROOT / "stages" / "evaluate.py")
     assert Path("src/dtrepro/envbatch.py") in files  # evaluate -> episodes -> envbatch
     assert Path("src/dtrepro/report.py") not in files and Path("src/dtrepro/train.py") not in files
-    assert "src/dtrepro/collect" in as_deps(closure(ROOT / "stages" / "collect.py"))  # all of collect/
+    assert "src/dtrepro/collect" in as_deps(closure(ROOT / "stages" / "source.py"))  # all of collect/
 
 
 def test_the_data_file_the_download_reads_is_a_dep():
-    assert "src/dtrepro/data/d4rl_files.tsv" in STAGES["source"]["deps"]
+    assert "src/dtrepro/d4rl_files.tsv" in STAGES["source"]["deps"]
 
 
 def test_train_params_are_every_key_that_changes_a_result():
     listed = STAGES["train"]["params"]
     keys = {f"train.{k}" for k in TrainParams.model_fields if k != "model"} - {f"train.{k}" for k in NOT_IN_RESULTS}
-    assert set(listed) == {"model", "data.dataset", "data.env_version"} | keys
+    assert set(listed) == {"model", "data.env_version"} | keys
 
 
 def test_evaluate_params_are_every_eval_key_but_the_device():
     keys = {f"eval.{k}" for k in EvalParams.model_fields} - {"eval.device"}
-    assert set(STAGES["evaluate"]["params"]) == keys | {"data.dataset", "data.env_version"}
+    assert set(STAGES["evaluate"]["params"]) == keys | {"data.env_version"}
 
 
 @pytest.mark.slow
@@ -80,6 +80,6 @@ def test_every_path_a_script_writes_comes_from_its_command():
 
 def test_matrix_items_are_checked_before_any_command_built_from_them_runs():
     """The study stage validates the lists; every other stage comes after it."""
-    assert STAGES["study"]["params"] == ["study"]
+    assert STAGES["study"]["params"] == ["study", "data.url", "data.sha256"]
     assert "reports/study.ok" in STAGES["source"]["deps"]
-    assert all(re.search(r"\$\{item\.", STAGES[n]["cmd"]) for n in ("train", "evaluate"))
+    assert all(re.search(r"\$\{item\.", STAGES[n]["cmd"]) for n in ("source", "repair", "train", "evaluate"))

@@ -21,7 +21,7 @@ from dtrepro.policy import Policy
 from dtrepro.scores import normalized_score, return_for_score
 from dtrepro.stats import bootstrap_ci
 
-from helpers import ROOT, params, run
+from helpers import HOPPER, ROOT, params, run
 from reference import run_episodes_one_by_one
 
 RECORD_FIELDS = {
@@ -198,6 +198,8 @@ def test_stage_refuses_a_checkpoint_for_another_env(tmp_path):
             str(ROOT / "stages/evaluate.py"),
             "--params",
             str(ROOT / "params.yaml"),
+            "--dataset",
+            HOPPER,
             "--checkpoints",
             str(folder),
             "--metrics",
@@ -213,4 +215,4 @@ def test_stage_refuses_a_checkpoint_for_another_env(tmp_path):
 
 
 def eval_params(**values) -> EvalParams:
-    return EvalParams.from_params(params(eval=values))
+    return EvalParams.from_params(params(eval=values), HOPPER)

@@ -64,3 +64,12 @@ def test_a_second_named_run_is_refused_while_one_holds_the_workspace(repo_copy):
     lock = repo_copy / ".dvc" / "tmp" / "named-run.lock"
     with open(lock) as f:  # released
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_profile_builds_on_its_base():
+    from dtrepro.profiles import resolve
+
+    smoke, suite_smoke = resolve(ROOT, "smoke", []), resolve(ROOT, "suite-smoke", [])
+    assert suite_smoke["model"] == smoke["model"] and suite_smoke["train"] == smoke["train"]  # the smoke sizes
+    assert len(suite_smoke["study"]["datasets"]) == 3 and suite_smoke["eval"]["targets"] is None
+    assert suite_smoke["collect"]["steps"] == smoke["collect"]["steps"]

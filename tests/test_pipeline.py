@@ -11,17 +11,20 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
 
 from dtrepro.collect.rollout import rollout
 from dtrepro.data.d4rl import write_d4rl
+from dtrepro.datasets import dataset_file, published_text
 
-from helpers import ROOT, copy_repo, one_line, run
+from helpers import COLLECTED, HOPPER, ROOT, copy_repo, one_line, run
 
 pytestmark = pytest.mark.slow
-RUNS = [f"{k}-{s}" for k in (5, 1) for s in (0, 1)]
+D = COLLECTED  # the smoke run's dataset
+RUNS = [f"{D}-{k}-{s}" for k in (5, 1) for s in (0, 1)]  # DVC's names of its (dataset, K, seed) matrix items
 
 
 def named(repo, name, *assignments, check=True):
@@ -59,7 +62,7 @@ def smoke_repo(tmp_path_factory):
 def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(smoke_repo):
     repo, out = smoke_repo
     runs = RUNS
-    assert stages_run(out) == {"study", "source", "repair", "report"} | {
+    assert stages_run(out) == {"study", f"source@{D}", f"repair@{D}", "report"} | {
         f"{st}@{r}" for st in ("train", "evaluate") for r in runs
     }
     assert "Ran experiment(s): smoke" in out
@@ -67,44 +70,50 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
     assert up_to_date(repo)
     assert yaml.safe_load((repo / "params.yaml").read_text())["study"]["seeds"] == [0, 1]
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert lock["train@5-0"]["params"]["params.yaml"]["model"]["embed_dim"] == 32
+    assert lock[f"train@{D}-5-0"]["params"]["params.yaml"]["model"]["embed_dim"] == 32
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     smoke = [e for base in shown for e in (base.get("experiments") or []) if e["name"] == "smoke"]
     assert len(smoke) == 1
     data = smoke[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["model"]["embed_dim"] == 32
-    assert "k5.last.target_3600.normalized_score_mean" in data["metrics"]["results/ablations.json"]["data"]
-    assert "> python stages/collect.py" in out
-    source = json.loads((repo / "reports" / "source.json").read_text())
-    repair = json.loads((repo / "reports" / "repair.json").read_text())
+    assert f"{D}.k5.last.target_3600.normalized_score_mean" in data["metrics"]["results/ablations.json"]["data"]
+    assert f"> python stages/source.py --dataset {D}" in out
+    source = json.loads((repo / "reports" / "source" / f"{D}.json").read_text())
+    repair = json.loads((repo / "reports" / "repair" / f"{D}.json").read_text())
     assert source["source"] == "collect" and source["rows"] == repair["rows"]
     assert repair["episodes"] == source["dataset_episodes"] and repair["rows_changed_timeouts_added"] == 0
-    assert json.loads((repo / "models" / "behaviour.json").read_text())["weights"]
+    assert json.loads((repo / "models" / D / "behaviour.json").read_text())["policies"]["medium"]["weights"]
     for r in runs:
-        k, s = r.split("-")
-        assert (repo / f"models/k{k}-seed{s}/last.pt").exists() and (repo / f"models/k{k}-seed{s}/best.pt").exists()
-        evaluation = json.loads((repo / f"reports/eval/k{k}-seed{s}.json").read_text())
+        k, s = r.split("-")[-2:]
+        assert (repo / f"models/{D}/k{k}-seed{s}/last.pt").exists() and (
+            repo / f"models/{D}/k{k}-seed{s}/best.pt"
+        ).exists()
+        evaluation = json.loads((repo / f"reports/eval/{D}/k{k}-seed{s}.json").read_text())
         assert evaluation["context_len"] == int(k) and evaluation["train_seed"] == int(s)
     table = (repo / "results" / "ablations.md").read_text()
     for heading in (
-        "## Headline: K = 5, target 3600",
-        "## Return conditioning",
-        "## Context length",
-        "## Per training",
+        f"## {D} (Hopper-v4)",
+        "### Headline: K = 5, target 3600",
+        "### Return conditioning",
+        "### Context length",
+        "### Per training",
     ):
         assert heading in table
     metrics = json.loads((repo / "results" / "ablations.json").read_text())
-    assert {"k5.last.target_3600.normalized_score_mean", "k1.best.target_400.normalized_score_ci95_low"} <= set(metrics)
+    assert {
+        f"{D}.k5.last.target_3600.normalized_score_mean",
+        f"{D}.k1.best.target_400.normalized_score_ci95_low",
+    } <= set(metrics)
     per_seed = []  # the report's across-seed numbers, recomputed from the episode rows
     for seed in (0, 1):
-        with open(repo / f"reports/eval/k5-seed{seed}.csv") as f:
+        with open(repo / f"reports/eval/{D}/k5-seed{seed}.csv") as f:
             rows = [r for r in csv.DictReader(f) if r["checkpoint"] == "last" and float(r["target"]) == 3600]
         per_seed.append(np.mean([float(r["normalized_score"]) for r in rows]))
-    assert metrics["k5.last.target_3600.normalized_score_mean"] == pytest.approx(np.mean(per_seed))
-    assert metrics["k5.last.target_3600.normalized_score_std_seeds"] == pytest.approx(np.std(per_seed))
+    assert metrics[f"{D}.k5.last.target_3600.normalized_score_mean"] == pytest.approx(np.mean(per_seed))
+    assert metrics[f"{D}.k5.last.target_3600.normalized_score_std_seeds"] == pytest.approx(np.std(per_seed))
     assert f"{np.mean(per_seed):.1f} ± {np.std(per_seed):.1f}" in table
     for png in ("return_conditioning", "context_length", "learning_curves"):
-        assert (repo / "results" / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (repo / "results" / "plots" / D / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert "report: tables results/ablations.md" in out
 
 
@@ -118,26 +127,27 @@ def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(smoke_r
     assert up_to_date(repo)
 
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
-    score = diff["reports/eval/k5-seed0.json"]["last.target_3600.return_mean"]
+    score = diff[f"reports/eval/{D}/k5-seed0.json"]["last.target_3600.return_mean"]
     assert score["old"] != score["new"] and score["diff"] == pytest.approx(score["new"] - score["old"])
-    assert "k5.last.target_3600.normalized_score_mean" in diff["results/ablations.json"]
-    assert diff["reports/eval/k5-seed0.json"]["seed"] == {"old": 1000, "new": 2000, "diff": 1000}
+    assert f"{D}.k5.last.target_3600.normalized_score_mean" in diff["results/ablations.json"]
+    assert diff[f"reports/eval/{D}/k5-seed0.json"]["seed"] == {"old": 1000, "new": 2000, "diff": 1000}
     assert "last.target_3600.normalized_score_mean" in dvc(repo, "metrics", "diff").stdout
 
 
 def test_an_edit_to_the_train_stage_reruns_every_train_stage_cleanly(smoke_repo):
     """A finished train stage runs again (code edit, -f): from its complete last.pt, all outputs written."""
     repo, _ = smoke_repo
-    before = {r: (repo / f"reports/train/k{r.replace('-', '-seed')}.tsv").read_text() for r in RUNS}
+    logs = {r: repo / "reports/train" / D / "k{}-seed{}.tsv".format(*r.split("-")[-2:]) for r in RUNS}
+    before = {r: path.read_text() for r, path in logs.items()}
     with open(repo / "stages" / "train.py", "a") as f:
         f.write("# an edit\n")
     edited = dvc(repo, "exp", "run")
     assert {f"train@{r}" for r in RUNS} <= stages_run(edited.stdout)
     assert edited.stdout.count("resuming from") == len(RUNS)
     for r in RUNS:
-        assert (repo / f"reports/train/k{r.replace('-', '-seed')}.tsv").read_text() == before[r]
-    forced = dvc(repo, "exp", "run", "-f", "train@5-0")
-    assert "Running stage 'train@5-0'" in forced.stdout
+        assert logs[r].read_text() == before[r]
+    forced = dvc(repo, "exp", "run", "-f", f"train@{D}-5-0")
+    assert f"Running stage 'train@{D}-5-0'" in forced.stdout
     assert up_to_date(repo)
 
 
@@ -161,7 +171,7 @@ def test_two_named_runs_at_once_the_second_is_refused(smoke_repo):
     assert first.returncode == 0, out
     assert yaml.safe_load((repo / "params.yaml").read_text())["eval"]["seed"] == 3000
     lock_file = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert lock_file["evaluate@5-0"]["params"]["params.yaml"]["eval.seed"] == 3000
+    assert lock_file[f"evaluate@{D}-5-0"]["params"]["params.yaml"]["eval.seed"] == 3000
     assert up_to_date(repo)
 
 
@@ -196,24 +206,27 @@ def test_the_queue_recipe_runs_offline_on_a_named_run(smoke_repo):
 
 def test_download_source_runs_download_and_repair_and_caches(repo_copy, hopper_file, hopper):
     """A file of one's own through the download source: its hash check turned off, and the metrics say so."""
-    sets = ["-S", "data.source=download", "-S", f"data.url={hopper_file}", "-S", "data.check_sha256=false"]
+    h = HOPPER
+    sets = ["-S", f"study.datasets=[{h}]", "-S", f"data.url={hopper_file}", "-S", "data.check_sha256=false"]
     out = named(repo_copy, "smoke", *sets).stdout  # the whole pipeline on it, with the smoke profile's sizes
-    assert "> python stages/download.py" in out and "Running stage 'repair'" in out
-    source = json.loads((repo_copy / "reports" / "source.json").read_text())
-    assert source["sha256_checked"] is False and source["dataset"] == "hopper-medium-v2"
-    report = json.loads((repo_copy / "reports" / "repair.json").read_text())
+    assert f"> python stages/source.py --dataset {h}" in out and f"Running stage 'repair@{h}'" in out
+    source = json.loads((repo_copy / "reports" / "source" / f"{h}.json").read_text())
+    assert source["sha256_checked"] is False and source["dataset"] == h
+    report = json.loads((repo_copy / "reports" / "repair" / f"{h}.json").read_text())
     assert report["episodes"] == int((hopper[1] | hopper[2]).sum())
-    assert (repo_copy / "data" / "raw.hdf5").read_bytes() == hopper_file.read_bytes()
+    assert (repo_copy / "data" / h / "raw.hdf5").read_bytes() == hopper_file.read_bytes()
 
     assert stages_run(named(repo_copy, "smoke", *sets).stdout) == set()  # nothing changed, nothing runs
-    changed = dvc(repo_copy, "exp", "run", "-S", "repair.max_episode_steps=500", "repair").stdout
-    assert stages_run(changed) == {"repair"}
-    assert json.loads((repo_copy / "reports" / "repair.json").read_text())["boundaries_time_limit"] > 0
+    changed = dvc(repo_copy, "exp", "run", "-S", "repair.max_episode_steps=500", f"repair@{h}").stdout
+    assert stages_run(changed) == {f"repair@{h}"}
+    assert json.loads((repo_copy / "reports" / "repair" / f"{h}.json").read_text())["boundaries_time_limit"] > 0
     assert "boundaries_time_limit" in dvc(repo_copy, "metrics", "show", "--json").stdout
 
 
 def test_every_dep_exists_or_is_made_by_a_stage():
-    text = (ROOT / "dvc.yaml").read_text().replace("${item.context_len}", "<K>").replace("${item.seed}", "<S>")
+    text = (ROOT / "dvc.yaml").read_text()
+    for item, value in (("dataset", "<D>"), ("context_len", "<K>"), ("seed", "<S>")):
+        text = text.replace(f"${{item.{item}}}", value)
     stages = yaml.safe_load(text)["stages"]
     produced = {
         o if isinstance(o, str) else next(iter(o))
@@ -227,26 +240,46 @@ def test_every_dep_exists_or_is_made_by_a_stage():
             assert "${" in dep or made_by_others or (ROOT / dep).exists(), dep
 
 
-def test_a_dataset_name_alone_picks_its_env_targets_and_references(repo_copy, tmp_path):
-    """A walker2d file (real Walker2d-v4 rollouts, D4RL's v2 layout, the last episode cut unflagged), with only
-    data.dataset naming it: trained and evaluated on Walker2d-v4 at the paper's Walker2d targets."""
-    rng = np.random.default_rng(0)
-    data = rollout("Walker2d-v4", lambda obs: rng.uniform(-1, 1, 6), 3000, seed=0, flag_last=False)
-    raw = tmp_path / "walker2d_medium_replay-v2.hdf5"
-    write_d4rl(raw, data)
-    sets = ["data.source=download", "data.dataset=walker2d-medium-replay-v2", f"data.url={raw}"]
+def write_as_d4rl_v2(path: Path, env_id: str, rows: int, seed: int) -> None:
+    """Real rollouts of uniformly random actions, written as D4RL's v2 files are: `metadata/*` as HDF5 datasets
+    (algorithm, iteration, policy weights), `infos/*` float64, and the last episode cut with neither flag."""
+    rng = np.random.default_rng(seed)
+    data = rollout(env_id, lambda obs: rng.uniform(-1, 1, 6), rows, seed=seed, flag_last=False)
+    data.arrays.update({k: v.astype(np.float64) for k, v in data.arrays.items() if k.startswith("infos/")})
+    data.metadata = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_d4rl(path, data)
+    with h5py.File(path, "a") as f:
+        del f["metadata"]
+        f["metadata/algorithm"] = np.bytes_("SAC")
+        f["metadata/iteration"] = np.int64(1_000_000)
+        f["metadata/policy/fc0/weight"] = rng.standard_normal((256, 17)).astype(np.float32)
+
+
+def test_each_d4rl_name_alone_picks_its_env_targets_and_references(repo_copy, tmp_path):
+    """Walker2d-v4 and HalfCheetah-v4 files in D4RL's v2 layout, in a mirror folder under D4RL's own paths, with
+    only study.datasets naming them (D4RL's server off: the test is offline): each is trained and evaluated on its
+    own env at the paper's targets for it, and the report prints that dataset's published scores."""
+    mirror = tmp_path / "mirror"
+    names = {"walker2d-medium-replay-v2": "Walker2d-v4", "halfcheetah-medium-v2": "HalfCheetah-v4"}
+    for i, (name, env_id) in enumerate(names.items()):
+        write_as_d4rl_v2(mirror / dataset_file(name).path, env_id, 2500, seed=i)
+    sets = [f"study.datasets=[{','.join(names)}]", f"data.mirrors=[{mirror}]", "data.d4rl_server=false"]
     sets += ["data.check_sha256=false", "eval.targets=null"]  # the smoke profile's targets are Hopper's
-    named(repo_copy, "smoke", *(x for s in sets for x in ("-S", s)))
-    evaluation = json.loads((repo_copy / "reports/eval/k5-seed0.json").read_text())
-    assert evaluation["env_id"] == "Walker2d-v4"
-    assert {"last.target_5000.return_mean", "last.target_2500.return_mean", "last.target_556.return_mean"} <= set(
-        evaluation
-    )
-    repair = json.loads((repo_copy / "reports/repair.json").read_text())
-    assert repair["rows"] == 3000 and repair["trailing_episode_cut"]
+    out = named(repo_copy, "smoke", *(x for s in sets for x in ("-S", s))).stdout
+    assert "NOT checked (data.check_sha256: false)" in out
     table = " ".join((repo_copy / "results/ablations.md").read_text().split())
-    assert (
-        "walker2d-medium-replay-v2: Decision Transformer paper (Chen et al., 2021, Table 2, 3 seeds) 66.6 ± 3.0"
-        in table
-    )
-    assert "Walker2d-v4" in table and up_to_date(repo_copy)
+    for (name, env_id), targets in zip(names.items(), [(5000, 2500, 556), (12000, 6000, 1333)], strict=True):
+        evaluation = json.loads((repo_copy / f"reports/eval/{name}/k5-seed0.json").read_text())
+        assert evaluation["env_id"] == env_id
+        assert {f"last.target_{t}.return_mean" for t in targets} <= set(evaluation)
+        repair = json.loads((repo_copy / f"reports/repair/{name}.json").read_text())
+        assert repair["rows"] == 2500 and repair["trailing_episode_cut"]
+        source = json.loads((repo_copy / f"reports/source/{name}.json").read_text())
+        assert source["url"] == str(mirror / dataset_file(name).path) and source["sha256_checked"] is False
+        paper, last, best = published_text(name)
+        assert f"## {name} ({env_id})" in table
+        assert f"{name}: Decision Transformer paper (Chen et al., 2021, Table 2, 3 seeds) {paper}" in table
+    halfcheetah = json.loads((repo_copy / "reports/repair/halfcheetah-medium-v2.json").read_text())
+    assert halfcheetah["boundaries_terminal_flag"] == 0  # HalfCheetah never terminates: time limits and the cut alone
+    assert up_to_date(repo_copy)

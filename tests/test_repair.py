@@ -15,10 +15,10 @@ from dtrepro.data.d4rl import D4RLData, as_v0_layout, read_d4rl
 from dtrepro.data.repair import RepairParams, repair_dataset, repair_file
 from dtrepro.errors import DtreproError
 
-from helpers import params
+from helpers import HOPPER, params
 from hopper import pd_policy, without_timeouts_at
 
-REPAIR = RepairParams.from_params(params())
+REPAIR = RepairParams.from_params(params(), HOPPER)
 
 
 def ends(terminals, timeouts):
@@ -83,7 +83,7 @@ def test_episode_longer_than_the_limit_is_split_not_merged():
     data = rollout("Hopper-v4", pd_policy(5), 1000, seed=5, max_episode_steps=1000)
     assert data.arrays["timeouts"][-1] and data.arrays["timeouts"].sum() == 1
     clean, report = repair_dataset(
-        as_v0_layout(data), RepairParams.from_params(params(repair={"max_episode_steps": 300}))
+        as_v0_layout(data), RepairParams.from_params(params(repair={"max_episode_steps": 300}), HOPPER)
     )
     np.testing.assert_array_equal(ends(clean.arrays["terminals"], clean.arrays["timeouts"]), [299, 599, 899, 999])
     assert report["boundaries_time_limit"] == 3 and report["boundaries_file_end"] == 1
@@ -157,18 +157,18 @@ def test_repair_is_deterministic_to_the_byte(hopper_file, tmp_path):
 def test_unknown_repair_param_is_an_error():
     section = {**params()["repair"], "max_episode_step": 1000}
     with pytest.raises(DtreproError, match="repair.max_episode_step is not a parameter"):
-        RepairParams.from_params({"repair": section})
+        RepairParams.from_params({**params(), "repair": section}, HOPPER)
 
 
 @pytest.mark.parametrize(
     "dataset, env", [("walker2d-medium-v2", "Walker2d-v4"), ("halfcheetah-medium-v2", "HalfCheetah-v4")]
 )
 def test_each_env_is_repaired_with_its_own_facts(dataset, env):
-    """Real rollouts of each env: with the rules data.dataset names, every boundary is a flag and no row inside
+    """Real rollouts of each env: with the rules of the dataset named, every boundary is a flag and no row inside
     an episode looks discontinuous; with Hopper's tolerance HalfCheetah's 0.05 s steps would."""
     rng = np.random.default_rng(0)
     data = rollout(env, lambda obs: rng.uniform(-1, 1, 6), 3000, seed=0, max_episode_steps=1000)
-    rules = RepairParams.from_params(params(data={"dataset": dataset}))
+    rules = RepairParams.from_params(params(), dataset)
     assert rules.dt == {"Walker2d-v4": 0.008, "HalfCheetah-v4": 0.05}[env]
     clean, report = repair_dataset(data, rules)
     flagged = int((data.arrays["terminals"] | data.arrays["timeouts"]).sum())
@@ -176,5 +176,7 @@ def test_each_env_is_repaired_with_its_own_facts(dataset, env):
     assert report["rows_changed_timeouts_added"] == 0
     if env == "HalfCheetah-v4":
         assert data.arrays["terminals"].sum() == 0  # it never terminates: every episode ends on the time limit
-        hopper_tolerance = params(data={"dataset": dataset}, repair={"continuity_tolerance": 0.005})
-        assert repair_dataset(data, RepairParams.from_params(hopper_tolerance))[1]["lone_discontinuities"] > 100
+        hopper_tolerance = params(repair={"continuity_tolerance": 0.005})
+        assert (
+            repair_dataset(data, RepairParams.from_params(hopper_tolerance, dataset))[1]["lone_discontinuities"] > 100
+        )

@@ -21,7 +21,7 @@ from dtrepro.policy import policy_from_checkpoint
 from dtrepro.runs import Run
 from dtrepro.train import LOG_FIELDS, TrainParams, train
 
-from helpers import ROOT, one_line, params, run
+from helpers import HOPPER, ROOT, one_line, params, run
 
 TINY_MODEL = {"embed_dim": 32, "layers": 1, "heads": 2, "dropout": 0.1}
 TINY_TRAIN = {
@@ -41,7 +41,7 @@ TINY_TRAIN = {
 @pytest.fixture(scope="module")
 def clean_file(hopper_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean") / "clean.hdf5"
-    repair_file(hopper_file, out, out.with_suffix(".json"), RepairParams.from_params(params()))
+    repair_file(hopper_file, out, out.with_suffix(".json"), RepairParams.from_params(params(), HOPPER))
     return out
 
 
@@ -56,6 +56,8 @@ def train_cmd(tmp_path, params_path, name="run", data=None):
         str(ROOT / "stages/train.py"),
         "--params",
         str(params_path),
+        "--dataset",
+        HOPPER,
         "--context-len",
         "5",
         "--seed",
@@ -180,10 +182,12 @@ def test_changed_params_do_not_resume_an_old_checkpoint(clean_file, tmp_path):
 
 
 def test_log_every_and_device_do_not_change_the_fingerprint():
-    base = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN))
-    other = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "log_every": 7, "device": "auto"}))
+    base = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN), HOPPER)
+    other = TrainParams.from_params(
+        params(model=TINY_MODEL, train={**TINY_TRAIN, "log_every": 7, "device": "auto"}), HOPPER
+    )
     assert base.fingerprint(Run(5, 0), "sha") == other.fingerprint(Run(5, 0), "sha")
-    changed = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "lr": 0.5}))
+    changed = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "lr": 0.5}), HOPPER)
     assert base.fingerprint(Run(5, 0), "sha") != changed.fingerprint(Run(5, 0), "sha")
     assert base.fingerprint(Run(5, 0), "sha") != base.fingerprint(Run(5, 1), "sha")
 
@@ -256,7 +260,7 @@ def test_bad_params_get_a_clear_error(model, train, message):
 
 
 def test_a_context_longer_than_every_episode_is_refused(clean_file, tmp_path):
-    chosen = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN))
+    chosen = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN), HOPPER)
     with pytest.raises(DtreproError, match="longer than every episode"):
         train(chosen, Run(5000, 0), clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json")
 

@@ -1,17 +1,22 @@
-"""What a dataset's name says: the env it came from and everything the pipeline needs to know about it.
+"""The dataset registry: what a dataset's name says, and everything the pipeline needs to know about it.
 
-`data.dataset` (`<env>-<kind>-<version>`, e.g. `walker2d-medium-replay-v2`) picks an env family.
-The family gives the gymnasium env to train and evaluate on (`-v4` by default, the closest to
-the `-v2` envs D4RL collected on; `data.env_version: v5` for gymnasium's newer ones), the
-Decision Transformer paper's target returns plus the low target of the conditioning study, the
-physical facts that repair finds episode boundaries with, and D4RL's normalisation constants.
-Each params key that holds one of these facts is null in params.yaml, meaning "the dataset's";
-a value there overrides it.
+`study.datasets` lists datasets by name. A D4RL gym-mujoco name (`<env>-<kind>-<version>`, e.g.
+`walker2d-medium-replay-v2`) is downloaded: it names a file under D4RL's folder, with its published
+size and SHA-256 (d4rl_files.tsv). A name `collected-<env>-<kind>` (e.g.
+`collected-walker2d-medium-replay`) is made here, offline, by the collect source, the way D4RL made
+that kind. Either way the env picks a family, which gives the gymnasium env to train and evaluate
+on (`-v4` by default, the closest to the `-v2` envs D4RL collected on; `data.env_version: v5` for
+gymnasium's newer ones), the Decision Transformer paper's target returns plus the low target of
+the conditioning study, the physical facts that repair finds episode boundaries with, and D4RL's
+normalisation constants. Each params key that holds one of these facts is null in params.yaml,
+meaning "the dataset's"; a value there overrides it.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 from dtrepro.errors import DtreproError
 
@@ -46,12 +51,13 @@ ENV_VERSIONS = ("v4", "v5")
 
 
 def family(name: str) -> EnvFamily:
-    """The family of a dataset name (`hopper-medium-v2`) or an env id (`Hopper-v4`)."""
-    key = name.split("-")[0].lower()
+    """The family of a dataset name (`hopper-medium-v2`, `collected-hopper-medium`) or an env id (`Hopper-v4`)."""
+    parts = name.split("-")
+    key = (parts[1] if parts[0] == COLLECTED and len(parts) > 1 else parts[0]).lower()
     if key not in FAMILIES:
         raise DtreproError(
             f"{name!r} names no env the pipeline knows: dataset names start with one of {sorted(FAMILIES)} "
-            f"(e.g. hopper-medium-v2), env ids with their gymnasium names (e.g. Hopper-v4)."
+            f"(e.g. hopper-medium-v2, collected-hopper-medium), env ids with their gymnasium names (e.g. Hopper-v4)."
         )
     return FAMILIES[key]
 
@@ -59,6 +65,90 @@ def family(name: str) -> EnvFamily:
 def env_id(dataset: str, version: str) -> str:
     """The gymnasium env a dataset's policies are trained and evaluated on, e.g. `Walker2d-v4`."""
     return f"{family(dataset).gym_name}-{version}"
+
+
+D4RL_BASE_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
+KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+D4RL_VERSIONS = ("v0", "v1", "v2")
+COLLECTED = "collected"  # the first word of the name of a dataset made here
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """Where a D4RL dataset lives under D4RL's folder, and its published size and SHA-256 (None if unknown)."""
+
+    path: str
+    bytes: int | None
+    sha256: str | None
+
+    @property
+    def url(self) -> str:
+        return f"{D4RL_BASE_URL}/{self.path}"
+
+
+@functools.cache
+def published_files() -> dict[str, tuple[int, str]]:
+    """path -> (bytes, SHA-256) of every D4RL gym-mujoco file whose hash is public (d4rl_files.tsv)."""
+    rows = Path(__file__).with_name("d4rl_files.tsv").read_text().splitlines()
+    table = [r.split("\t") for r in rows if r and not r.startswith("#")][1:]
+    return {path: (int(size), digest) for path, size, digest in table}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset by its name: where it comes from (`source`: download or collect), its env and its kind."""
+
+    name: str
+    source: str  # the source stage's script: download (D4RL's file) or collect (made here)
+    env: str  # the family's key: hopper, walker2d, halfcheetah
+    kind: str  # one of KINDS
+    version: str | None  # D4RL's dataset version (v0, v1, v2); None for a collected one
+
+    @property
+    def family(self) -> EnvFamily:
+        return FAMILIES[self.env]
+
+    @property
+    def file(self) -> DatasetFile:
+        """D4RL's file of this dataset.
+
+        v0 files live in `gym_mujoco/` with D4RL's old names (medium-replay was called `mixed`, and
+        walker2d's was `walker_mixed`); v1 and v2 files live in `gym_mujoco_v1/` and `gym_mujoco_v2/` as
+        `<env>_<kind>-<version>.hdf5`.
+        """
+        env, kind = self.env, self.kind
+        if self.version == "v0":
+            stem = kind.replace("-", "_")
+            if kind == "medium-replay":
+                stem = "mixed"
+                env = "walker" if env == "walker2d" else env
+            path = f"gym_mujoco/{env}_{stem}.hdf5"
+        else:
+            path = f"gym_mujoco_{self.version}/{env}_{kind.replace('-', '_')}-{self.version}.hdf5"
+        size, digest = published_files().get(path, (None, None))
+        return DatasetFile(path, size, digest)
+
+
+def lookup(name: str) -> Dataset:
+    """Parse a dataset name; one paragraph listing the names there are if it is none of them."""
+    parts = str(name).split("-")
+    if parts[0] == COLLECTED:
+        env, kind, version = (parts[1] if len(parts) > 1 else ""), "-".join(parts[2:]), None
+    else:
+        env, kind, version = parts[0], "-".join(parts[1:-1]), parts[-1]
+    if env in FAMILIES and kind in KINDS and (version is None or version in D4RL_VERSIONS):
+        return Dataset(name, "collect" if version is None else "download", env, kind, version)
+    raise DtreproError(
+        f"Unknown dataset name {name!r} in study.datasets. D4RL's are <env>-<kind>-<version> with env in "
+        f"{list(FAMILIES)}, kind in {list(KINDS)} and version in {list(D4RL_VERSIONS)}, e.g. 'hopper-medium-v2'; "
+        f"datasets made here offline are {COLLECTED}-<env>-<kind>, e.g. '{COLLECTED}-walker2d-medium-replay'. "
+        f"To use any other file in D4RL's layout, name the D4RL dataset it stands for and set data.url to it."
+    )
+
+
+def dataset_file(name: str) -> DatasetFile:
+    """D4RL's file of a D4RL dataset name such as `hopper-medium-v2`."""
+    return lookup(name).file
 
 
 # What a null params key stands for: key -> its value for (dataset name, env version).
@@ -74,33 +164,44 @@ FACTS = {
 }
 
 
-# D4RL-normalised scores published for the Decision Transformer: the paper's Table 2 (Chen et al., 2021,
-# arXiv 2106.01345; 3 seeds) and CORL's README (Tarasov et al., 2022; 4 seeds x 100 episodes, the last and
-# the best checkpoint). (paper, CORL last, CORL best) per dataset.
+# D4RL-normalised scores published for the Decision Transformer, as (mean, std): the paper's Table 2 (Chen et
+# al., 2021, arXiv 2106.01345; 3 seeds) and CORL's README (Tarasov et al., 2022; 4 seeds x 100 episodes, the last
+# and the best checkpoint). (paper, CORL last, CORL best) per dataset.
 PUBLISHED = {
-    "halfcheetah-medium-v2": ("42.6 ± 0.1", "42.20 ± 0.26", "42.73 ± 0.10"),
-    "hopper-medium-v2": ("67.6 ± 1.0", "65.10 ± 1.61", "69.42 ± 3.64"),
-    "walker2d-medium-v2": ("74.0 ± 1.4", "67.63 ± 2.54", "74.70 ± 0.56"),
-    "halfcheetah-medium-replay-v2": ("36.6 ± 0.8", "38.91 ± 0.50", "40.31 ± 0.28"),
-    "hopper-medium-replay-v2": ("82.7 ± 7.0", "81.77 ± 6.87", "88.74 ± 3.02"),
-    "walker2d-medium-replay-v2": ("66.6 ± 3.0", "59.86 ± 2.73", "68.22 ± 1.20"),
-    "halfcheetah-medium-expert-v2": ("86.8 ± 1.3", "91.55 ± 0.95", "93.40 ± 0.21"),
-    "hopper-medium-expert-v2": ("107.6 ± 1.8", "110.44 ± 0.33", "111.18 ± 0.21"),
-    "walker2d-medium-expert-v2": ("108.1 ± 0.2", "107.11 ± 0.96", "108.71 ± 0.34"),
+    "halfcheetah-medium-v2": ((42.6, 0.1), (42.20, 0.26), (42.73, 0.10)),
+    "hopper-medium-v2": ((67.6, 1.0), (65.10, 1.61), (69.42, 3.64)),
+    "walker2d-medium-v2": ((74.0, 1.4), (67.63, 2.54), (74.70, 0.56)),
+    "halfcheetah-medium-replay-v2": ((36.6, 0.8), (38.91, 0.50), (40.31, 0.28)),
+    "hopper-medium-replay-v2": ((82.7, 7.0), (81.77, 6.87), (88.74, 3.02)),
+    "walker2d-medium-replay-v2": ((66.6, 3.0), (59.86, 2.73), (68.22, 1.20)),
+    "halfcheetah-medium-expert-v2": ((86.8, 1.3), (91.55, 0.95), (93.40, 0.21)),
+    "hopper-medium-expert-v2": ((107.6, 1.8), (110.44, 0.33), (111.18, 0.21)),
+    "walker2d-medium-expert-v2": ((108.1, 0.2), (107.11, 0.96), (108.71, 0.34)),
 }
+PUBLISHED_SOURCES = ("DT paper", "CORL last", "CORL best")
 LARGE_BATCH = {  # the large-batch variant (embed 512, batch 4096, 2,500 steps; 20 episodes), hopper-medium only
     "hopper-medium-v2": "80.6 ± 25.9; targets 3600 / 1800 / 400: 80.6 / 55.4 / 26.7; K = 20 / 1: 80.6 / 31.2",
 }
 
 
+def published_text(dataset: str) -> tuple[str, str, str] | None:
+    """The published (paper, CORL last, CORL best) scores of a dataset as printed, or None."""
+    if dataset not in PUBLISHED:
+        return None
+    (pm, ps), *corl = PUBLISHED[dataset]
+    return (f"{pm:.1f} ± {ps:.1f}", *(f"{m:.2f} ± {s:.2f}" for m, s in corl))
+
+
 def published(dataset: str) -> str:
     """One sentence of the published scores to read ours against, or why there are none."""
+    if dataset.startswith(f"{COLLECTED}-"):
+        return f"{dataset} was made here by the collect source: nobody has published scores on it"
     if dataset not in PUBLISHED:
         return (
             f"no published Decision Transformer scores for {dataset} (the papers report the medium, "
             f"medium-replay and medium-expert v2 sets)"
         )
-    paper, last, best = PUBLISHED[dataset]
+    paper, last, best = published_text(dataset)
     text = (
         f"{dataset}: Decision Transformer paper (Chen et al., 2021, Table 2, 3 seeds) {paper}; "
         f"CORL (4 seeds x 100 episodes) last {last}, best {best}"

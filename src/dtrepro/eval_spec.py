@@ -19,7 +19,7 @@ class EvalParams(Params):
     """The `eval` section of params.yaml."""
 
     section = "eval"
-    env_id: str | None  # null: data.dataset's env (datasets.py)
+    env_id: str | None  # null: the dataset's env (datasets.py)
     episodes: Annotated[int, Field(ge=1)]
     seed: Annotated[int, Field(ge=0)]
     targets: Annotated[list[float], Field(min_length=1)] | None  # null: the DT paper's for the dataset's env

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from dtrepro.datasets import ENV_VERSIONS, FACTS
+from dtrepro.datasets import ENV_VERSIONS, FACTS, lookup
 from dtrepro.errors import DtreproError
 
 PARAMS_FILE = "params.yaml"
@@ -57,9 +57,12 @@ class Params(BaseModel):
     section: ClassVar[str]
 
     @classmethod
-    def from_params(cls, params: Mapping | str | os.PathLike = PARAMS_FILE, **context: Any) -> Self:
+    def from_params(
+        cls, params: Mapping | str | os.PathLike = PARAMS_FILE, dataset: str | None = None, **context: Any
+    ) -> Self:
         """The section of `params` (a params file, or its content) as this class, validated.
 
+        `dataset` (a name of study.datasets) gives the values of the null keys that stand for its facts.
         `context` holds values that are not in the section (another section's object, a run's K).
         """
         where = params if not isinstance(params, Mapping) else PARAMS_FILE
@@ -68,6 +71,8 @@ class Params(BaseModel):
         if not isinstance(section, dict):
             raise DtreproError(f"{where} has no '{cls.section}' section (a mapping of keys); the stage needs it.")
         try:
+            if "dataset" in cls.model_fields:  # a section that works on the dataset itself
+                context = {"dataset": dataset, **context}
             validated = cls.model_validate({**section, **context})
         except ValidationError as err:
             problems = "; ".join(_describe(e, cls.section) for e in err.errors())
@@ -76,23 +81,23 @@ class Params(BaseModel):
                 f"{where}: {problems}. The keys of '{cls.section}' are: {keys}; see the comments in params.yaml "
                 f"for what each allows."
             ) from None
-        return validated.with_dataset_facts(data)
+        return validated.with_dataset_facts(data, dataset)
 
-    def with_dataset_facts(self, params: Mapping) -> Self:
+    def with_dataset_facts(self, params: Mapping, dataset: str | None) -> Self:
         """This section with each null key that stands for a fact of the dataset (`datasets.FACTS`) filled in
-        from `data.dataset` and `data.env_version`."""
+        from `dataset` and `data.env_version`."""
         missing = [k for k in type(self).model_fields if k in FACTS and getattr(self, k) is None]
         if not missing:
             return self
-        data = params.get("data") or {}
-        dataset, version = data.get("dataset"), data.get("env_version")
-        if not isinstance(dataset, str) or version not in ENV_VERSIONS:
+        version = (params.get("data") or {}).get("env_version")
+        if dataset is None or version not in ENV_VERSIONS:
             raise DtreproError(
-                f"{self.section}.{missing[0]} is null, which means data.dataset's, but data.dataset is {dataset!r} "
-                f"and data.env_version {version!r} (one of {list(ENV_VERSIONS)}). Set both, or {self.section}."
-                f"{missing[0]} itself."
+                f"{self.section}.{missing[0]} is null, which means the dataset's, but the dataset is {dataset!r} "
+                f"and data.env_version {version!r} (one of {list(ENV_VERSIONS)}). Name the dataset (the stage's "
+                f"--dataset), set data.env_version, or set {self.section}.{missing[0]} itself."
             )
-        return self.model_copy(update={k: FACTS[k](dataset, version) for k in missing})
+        known = lookup(dataset)
+        return self.model_copy(update={k: FACTS[k](known.name, version) for k in missing})
 
 
 def merge(base: dict, overlay: dict, where: str = "") -> dict:
@@ -125,3 +130,8 @@ def flatten(params: dict, where: str = "") -> dict[str, Any]:
 def add_params_argument(parser) -> None:
     """`--params`: the params file a stage script reads."""
     parser.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
+
+
+def add_dataset_argument(parser) -> None:
+    """`--dataset`: the name in study.datasets a stage script works on."""
+    parser.add_argument("--dataset", required=True, help="a name of study.datasets, e.g. hopper-medium-v2")

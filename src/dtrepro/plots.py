@@ -77,6 +77,39 @@ def context_length(table: list[dict], path: str | os.PathLike) -> None:
     save(fig, path)
 
 
+def suite_scores(rows: list[dict], published: dict, path: str | os.PathLike) -> None:
+    """Per dataset: the published scores and ours (last and best, mean ± std across seeds) side by side."""
+    names = [r["dataset"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.5))
+    series = [
+        (label, [published[n][i][0] if n in published else float("nan") for n in names], None)
+        for i, label in enumerate(("DT paper", "CORL last", "CORL best"))
+    ]
+    series += [
+        (f"ours {c}.pt", [r[f"{c}_mean"] for r in rows], [r[f"{c}_std_seeds"] for r in rows]) for c in ("last", "best")
+    ]
+    width = 0.8 / len(series)
+    for i, (label, values, errors) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, values, width=width, yerr=errors, capsize=2, label=label)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="D4RL-normalised score", title="the Decision Transformer per dataset")
+    ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def performance_profiles(profiles: dict[str, dict], path: str | os.PathLike) -> None:
+    """Fraction of runs scoring above tau, per checkpoint, with the stratified bootstrap 95% band."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for ckpt, p in profiles.items():
+        ax.plot(p["tau"], p["fraction"], label=f"{ckpt}.pt")
+        ax.fill_between(p["tau"], p["ci95_low"], p["ci95_high"], alpha=0.25)
+    ax.set(xlabel="normalised score tau", ylabel="fraction of runs with score > tau", title="performance profile")
+    ax.set_ylim(0, 1.02)
+    ax.legend()
+    save(fig, path)
+
+
 def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -1,6 +1,7 @@
 """Named runs: a named set of values from profiles/, run as a DVC experiment of that name.
 
-`profiles/NAME.yaml` holds part of a params.yaml. `run NAME` takes the committed
+`profiles/NAME.yaml` holds part of a params.yaml (and may name, as `base:`, a profile
+it builds on). `run NAME` takes the committed
 params.yaml (HEAD's: the D4RL defaults), puts the profile and any `-S key=value` on
 top, and hands every value that differs from the workspace's params.yaml to
 `dvc exp run -n NAME -S key=value ...`. DVC itself writes params.yaml, runs what
@@ -37,6 +38,7 @@ from dtrepro.params import PARAMS_FILE, flatten, load_yaml, merge
 
 PROFILES_DIR = "profiles"
 DEFAULT = "default"
+BASE = "base"  # a profile's key naming the profile it builds on
 
 
 def available(root: Path) -> list[str]:
@@ -74,7 +76,13 @@ def resolve(root: Path, name: str, assignments: list[str]) -> dict:
             raise DtreproError(
                 f"No named run '{name}': {path} does not exist. Named runs: {[DEFAULT] + available(root)}."
             )
-        params = merge(params, load_yaml(path))
+        profile = load_yaml(path)
+        base = profile.pop(BASE, None)  # a profile may build on another: `base: smoke`
+        if base is not None:
+            if not isinstance(base, str) or base in (name, DEFAULT):
+                raise DtreproError(f"{path}: '{BASE}' must name another named run, not {base!r}.")
+            params = resolve(root, base, [])
+        params = merge(params, profile)
     for text in assignments:
         params = merge(params, parse_assignment(text))
     return params
@@ -163,12 +171,17 @@ def validate(params: dict) -> None:
     from dtrepro.collect.dataset import CollectParams
     from dtrepro.data.download import DownloadParams
     from dtrepro.data.repair import RepairParams
+    from dtrepro.datasets import lookup
     from dtrepro.eval_spec import EvalParams
-    from dtrepro.runs import StudyParams
+    from dtrepro.runs import StudyParams, check_overrides
     from dtrepro.train import TrainParams
 
-    for section in (DownloadParams, CollectParams, RepairParams, StudyParams, TrainParams, EvalParams):
-        section.from_params(params)
+    study = StudyParams.from_params(params)
+    check_overrides(study, params)
+    for name in study.datasets:
+        source = DownloadParams if lookup(name).source == "download" else CollectParams
+        for section in (source, RepairParams, TrainParams, EvalParams):
+            section.from_params(params, name)
 
 
 def check_git_identity(root: Path) -> None:

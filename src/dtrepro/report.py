@@ -1,6 +1,6 @@
-"""The ablation report: every run's evaluations gathered into tables, metrics and plots.
+"""The ablation report: every run's evaluations gathered into tables, metrics and plots, by dataset.
 
-Each run of the study (one context length, one training seed) was evaluated at
+Each run of the study (one dataset, one context length, one training seed) was evaluated at
 every target with both checkpoints. For each (context length, checkpoint,
 target) the report takes every seed's mean score and gives their mean ± std
 across seeds, as the paper reports, beside the spread of single episodes and a
@@ -29,11 +29,11 @@ from dtrepro.stats import bootstrap_ci
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """What the report reads (folders of every run's files, named by `Run.name`) and writes."""
+    """What the report reads (folders of every run's files, <dataset>/<Run.name>) and writes."""
 
-    evals: Path  # <run>.csv: the evaluate stages' episodes
-    train_logs: Path  # <run>.tsv: the train stages' logs
-    repair_report: Path
+    evals: Path  # <dataset>/<run>.csv: the evaluate stages' episodes
+    train_logs: Path  # <dataset>/<run>.tsv: the train stages' logs
+    repair_reports: Path  # <dataset>.json: the repair stages' reports (the data's episode returns)
     markdown: Path
     metrics: Path
     return_csv: Path
@@ -44,7 +44,9 @@ class ReportPaths:
 def read_episodes(run: Run, folder: Path) -> list[dict]:
     path = folder / f"{run.name}.csv"
     if not path.exists():
-        raise DtreproError(f"{path} does not exist: run {run.name} has not been evaluated. Run `dvc repro` first.")
+        raise DtreproError(
+            f"{path} does not exist: run {run.name} of {folder.name} has not been evaluated. Run `dvc repro` first."
+        )
     with open(path) as f:
         rows = list(csv.DictReader(f))
     for r in rows:
@@ -119,25 +121,27 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def markdown(
-    study: StudyParams, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict, name: str
-) -> str:
-    k0, t0 = study.context_lens[0], params.targets[0]
-    pick = by_key(table)
+def header(study: StudyParams, params: EvalParams) -> list[str]:
     n_seeds, n_eps = len(study.seeds), params.episodes
-    lines = [
+    return [
         "# Decision Transformer ablations",
         "",
-        f"{params.env_id}, {n_eps} episodes per model and target (episode seeds {params.seed}–"
-        f"{params.seed + n_eps - 1}), training seeds {list(study.seeds)}. Scores are D4RL-normalised; "
-        f"mean ± std is across the {n_seeds} training seeds (each seed's mean over its episodes): the spread "
-        "of training. The 95% CI is a bootstrap of that mean that resamples each seed's episodes: the "
-        "episode-to-episode noise of these trained models. `last.pt` is the final checkpoint, "
-        "`best.pt` the best periodic evaluation during training (selected on other episode seeds).",
-        "",
-        f"## Headline: K = {k0}, target {t0:g}",
-        "",
+        f"{n_eps} episodes per model and target (episode seeds {params.seed}–{params.seed + n_eps - 1}), "
+        f"training seeds {list(study.seeds)}. Scores are D4RL-normalised; mean ± std is across the {n_seeds} "
+        "training seeds (each seed's mean over its episodes): the spread of training. The 95% CI is a bootstrap "
+        "of that mean that resamples each seed's episodes: the episode-to-episode noise of these trained models. "
+        "`last.pt` is the final checkpoint, `best.pt` the best periodic evaluation during training (selected on "
+        "other episode seeds).",
     ]
+
+
+def section(
+    study: StudyParams, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict, name: str
+) -> list[str]:
+    """The markdown of one dataset's ablations."""
+    k0, t0 = study.context_lens[0], params.targets[0]
+    pick = by_key(table)
+    lines = ["", f"## {name} ({params.env_id})", "", f"### Headline: K = {k0}, target {t0:g}", ""]
     rows = [
         [f"`{c}.pt`", _score(r), f"{r['normalized_score_std_episodes']:.1f}", _ci(r), f"{r['length_mean']:.0f}"]
         for c in CHECKPOINTS
@@ -147,7 +151,7 @@ def markdown(
     if dataset:
         ds = normalized_score([dataset["episode_return_mean"], dataset["episode_return_max"]], params.env_id)
         lines += ["", f"The dataset's episodes score {ds[0]:.1f} on average and {ds[1]:.1f} at best."]
-    lines += ["", f"For reference, {published(name)}.", "", f"## Return conditioning (K = {k0})", ""]
+    lines += ["", f"For reference, {published(name)}.", "", f"### Return conditioning (K = {k0})", ""]
     rows = [
         [f"{t:g}", f"`{c}.pt`", f"{r['return_mean']:.0f} ± {r['return_std_seeds']:.0f}", _score(r), _ci(r)]
         + [f"{r['length_mean']:.0f}"]
@@ -158,7 +162,7 @@ def markdown(
     lines += _table(
         ["requested target", "checkpoint", "achieved return", "score mean ± std", "95% CI", "mean length"], rows
     )
-    lines += ["", f"## Context length (target {t0:g})", ""]
+    lines += ["", f"### Context length (target {t0:g})", ""]
     rows = [
         [f"{k}", f"`{c}.pt`", _score(r), _ci(r), f"{r['length_mean']:.0f}"]
         for c in CHECKPOINTS
@@ -166,7 +170,7 @@ def markdown(
         for r in [pick[(k, c, t0)]]
     ]
     lines += _table(["K", "checkpoint", "score mean ± std", "95% CI", "mean length"], rows)
-    lines += ["", f"## Per training seed (target {t0:g})", ""]
+    lines += ["", f"### Per training seed (target {t0:g})", ""]
     rows = [
         [
             p["context_len"],
@@ -181,20 +185,21 @@ def markdown(
     lines += _table(["K", "seed", "last.pt step", "last.pt score", "best.pt step", "best.pt score"], rows)
     lines += [
         "",
-        "Plots: `results/plots/return_conditioning.png`, `results/plots/context_length.png`, "
-        "`results/plots/learning_curves.png` (and `dvc plots show`).",
+        f"Plots: `results/plots/{name}/return_conditioning.png`, `results/plots/{name}/context_length.png`, "
+        f"`results/plots/{name}/learning_curves.png` (and `dvc plots show`).",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def flat_metrics(table: list[dict], per_seed: list[dict]) -> dict:
-    """Stable flat keys: `k20.last.target_3600.normalized_score_mean`, ..., `k20.seed0.last_score`."""
+def flat_metrics(name: str, table: list[dict], per_seed: list[dict]) -> dict:
+    """Stable flat keys: `hopper-medium-v2.k20.last.target_3600.normalized_score_mean`, ...,
+    `hopper-medium-v2.k20.seed0.last_score`."""
     metrics = {}
     for r in table:
-        prefix = f"k{r['context_len']}.{r['checkpoint']}.target_{r['target']:g}"
+        prefix = f"{name}.k{r['context_len']}.{r['checkpoint']}.target_{r['target']:g}"
         metrics.update({f"{prefix}.{k}": v for k, v in r.items() if k not in ("context_len", "checkpoint", "target")})
     for p in per_seed:
-        prefix = f"k{p['context_len']}.seed{p['seed']}"
+        prefix = f"{name}.k{p['context_len']}.seed{p['seed']}"
         metrics.update({f"{prefix}.{k}": v for k, v in p.items() if k not in ("context_len", "seed")})
     return metrics
 
@@ -206,9 +211,9 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
-def write_report(study: StudyParams, params: EvalParams, paths: ReportPaths, dataset_name: str) -> dict:
-    """Read every run's evaluation, write the tables, the metrics, the plot data and the PNGs."""
-    episodes = {run: read_episodes(run, paths.evals) for run in study.runs}
+def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, name: str) -> dict:
+    """One dataset's tables: its aggregate rows, per-seed rows, data statistics, and its PNGs written."""
+    episodes = {run: read_episodes(run, paths.evals / name) for run in study.runs}
     table = aggregate(study, params, episodes)
     t0 = params.targets[0]
     per_seed = []
@@ -219,35 +224,52 @@ def write_report(study: StudyParams, params: EvalParams, paths: ReportPaths, dat
             entry[f"{c}_step"] = first[c][0]["step"]
             entry[f"{c}_score"] = float(np.mean([r["normalized_score"] for r in first[c]]))
         per_seed.append(entry)
-    dataset = json.loads(paths.repair_report.read_text()) if paths.repair_report.exists() else {}
-    pick = by_key(table)
-    k0 = study.context_lens[0]
-
-    _write_csv(
-        paths.return_csv,
-        ["target", "last_return_mean", "best_return_mean", "last_normalized_score_mean", "best_normalized_score_mean"],
-        [
-            [t, pick[(k0, "last", t)]["return_mean"], pick[(k0, "best", t)]["return_mean"]]
-            + [pick[(k0, "last", t)]["normalized_score_mean"], pick[(k0, "best", t)]["normalized_score_mean"]]
-            for t in sorted(params.targets)
-        ],
-    )
-    _write_csv(
-        paths.context_csv,
-        ["context_len", "last_normalized_score_mean", "best_normalized_score_mean"],
-        [
-            [k, pick[(k, "last", t0)]["normalized_score_mean"], pick[(k, "best", t0)]["normalized_score_mean"]]
-            for k in sorted(study.context_lens)
-        ],
-    )
-    plots_dir = paths.plots_dir
+    repair = paths.repair_reports / f"{name}.json"
+    data = json.loads(repair.read_text()) if repair.exists() else {}
+    plots_dir = paths.plots_dir / name
     plots.return_conditioning(table, plots_dir / "return_conditioning.png")
     plots.context_length([r for r in table if r["target"] == t0], plots_dir / "context_length.png")
     plots.learning_curves(
-        {run.name: read_train_log(run, paths.train_logs) for run in study.runs}, plots_dir / "learning_curves.png"
+        {run.name: read_train_log(run, paths.train_logs / name) for run in study.runs},
+        plots_dir / "learning_curves.png",
+    )
+    return {"table": table, "per_seed": per_seed, "data": data}
+
+
+def write_report(study: StudyParams, params_of: dict[str, EvalParams], paths: ReportPaths) -> dict:
+    """Read every run's evaluation, write the tables, the metrics, the plot data and the PNGs.
+
+    `params_of` holds the eval section of each dataset of the study (its env and targets filled in).
+    """
+    lines, metrics, return_rows, context_rows = [], {}, [], []
+    for name in study.datasets:
+        params = params_of[name]
+        found = dataset_report(study, params, paths, name)
+        table, per_seed = found["table"], found["per_seed"]
+        lines += section(study, params, table, per_seed, found["data"], name)
+        metrics.update(flat_metrics(name, table, per_seed))
+        pick, k0, t0 = by_key(table), study.context_lens[0], params.targets[0]
+        return_rows += [
+            [name, t, pick[(k0, "last", t)]["return_mean"], pick[(k0, "best", t)]["return_mean"]]
+            + [pick[(k0, "last", t)]["normalized_score_mean"], pick[(k0, "best", t)]["normalized_score_mean"]]
+            for t in sorted(params.targets)
+        ]
+        context_rows += [
+            [name, k, pick[(k, "last", t0)]["normalized_score_mean"], pick[(k, "best", t0)]["normalized_score_mean"]]
+            for k in sorted(study.context_lens)
+        ]
+    _write_csv(
+        paths.return_csv,
+        ["dataset", "target", "last_return_mean", "best_return_mean"]
+        + ["last_normalized_score_mean", "best_normalized_score_mean"],
+        return_rows,
+    )
+    _write_csv(
+        paths.context_csv,
+        ["dataset", "context_len", "last_normalized_score_mean", "best_normalized_score_mean"],
+        context_rows,
     )
     with atomic_output(paths.markdown) as tmp:
-        tmp.write_text(markdown(study, params, table, per_seed, dataset, dataset_name))
-    metrics = flat_metrics(table, per_seed)
+        tmp.write_text("\n".join(header(study, params_of[study.datasets[0]]) + lines) + "\n")
     write_json(paths.metrics, metrics)
     return metrics

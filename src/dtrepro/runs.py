@@ -1,18 +1,21 @@
-"""The study: one trained model per (context length, seed), and the name each run's files carry.
+"""The study: one trained model per (dataset, context length, seed), and the name each run's files carry.
 
-params.yaml's `study` section lists the context lengths and the training seeds;
-dvc.yaml's `train` and `evaluate` stages are matrices over the same two lists,
-and name each run's outputs `k<K>-seed<S>` as `Run.name` does.
+params.yaml's `study` section lists the datasets, the context lengths and the training
+seeds; dvc.yaml's stages are matrices over the same lists, and put each run's outputs in
+the dataset's folders under the name `k<K>-seed<S>`, as `Run.name` does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from dtrepro.params import Params
+from dtrepro.datasets import lookup
+from dtrepro.errors import DtreproError
+from dtrepro.params import Params, add_dataset_argument
 
 
 @dataclass(frozen=True)
@@ -26,18 +29,24 @@ class Run:
 
 
 class StudyParams(Params):
-    """The `study` section: `context_lens` x `seeds`; the first context length is the headline model's."""
+    """The `study` section: `datasets` x `context_lens` x `seeds`; the first context length is the headline's."""
 
     section = "study"
+    datasets: Annotated[list[str], Field(min_length=1)]
     context_lens: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
     @model_validator(mode="after")
     def _no_repeats(self):
-        for key in ("context_lens", "seeds"):
+        for key in ("datasets", "context_lens", "seeds"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"{key} lists a value twice: {values}")
+        for name in self.datasets:
+            try:
+                lookup(name)
+            except DtreproError as err:
+                raise ValueError(str(err)) from None
         return self
 
     @property
@@ -45,7 +54,20 @@ class StudyParams(Params):
         return [Run(k, s) for k in self.context_lens for s in self.seeds]
 
 
+def check_overrides(study: StudyParams, params: Mapping) -> None:
+    """data.url and data.sha256 stand for one file: refuse them with more than one D4RL dataset to download."""
+    downloads = [name for name in study.datasets if lookup(name).source == "download"]
+    for key in ("url", "sha256"):
+        if (params.get("data") or {}).get(key) and len(downloads) > 1:
+            raise DtreproError(
+                f"data.{key} is set, but study.datasets downloads {len(downloads)} D4RL datasets "
+                f"({', '.join(downloads)}) and data.{key} stands for one file. Study one of them with "
+                f"data.{key}, or set data.{key}: null and give their folder in data.mirrors."
+            )
+
+
 def add_run_arguments(parser) -> None:
-    """`--context-len` and `--seed`: which run of the study a stage script works on."""
+    """`--dataset`, `--context-len` and `--seed`: which run of the study a stage script works on."""
+    add_dataset_argument(parser)
     parser.add_argument("--context-len", type=int, required=True, help="the run's K, timesteps per window")
     parser.add_argument("--seed", type=int, required=True, help="the run's training seed")

@@ -70,8 +70,8 @@ class TrainParams(Params):
     env_id: str | None  # null: data.dataset's env
 
     @classmethod
-    def from_params(cls, params=PARAMS_FILE, **context) -> "TrainParams":
-        return super().from_params(params, model=ModelParams.from_params(params), **context)
+    def from_params(cls, params=PARAMS_FILE, dataset=None, **context) -> "TrainParams":
+        return super().from_params(params, dataset, model=ModelParams.from_params(params), **context)
 
     def fingerprint(self, run: Run, data_sha256: str) -> str:
         """What a checkpoint must match to be resumed: everything that shapes the run, and the data."""

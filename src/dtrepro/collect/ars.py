@@ -74,17 +74,43 @@ class ARSConfig:
     max_episode_steps: int
 
 
-def episode(env, policy: LinearPolicy, seed: int, shift: float) -> tuple[float, float, np.ndarray]:
-    """One episode, to its termination or its env's time limit: (shifted return, true return, visited states)."""
+def episode(env, policy: LinearPolicy, seed: int, shift: float, record: list | None = None):
+    """One episode, to its termination or its env's time limit: (shifted return, true return, visited states).
+
+    With `record` (a list), the episode's transitions are appended to it in D4RL's layout (`transitions`).
+    """
     obs, _ = env.reset(seed=seed)
     states, shifted, total, done = [], 0.0, 0.0, False
+    rows = [] if record is not None else None
     while not done:
         states.append(obs)
-        obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
+        qpos, qvel = env.unwrapped.data.qpos.copy(), env.unwrapped.data.qvel.copy()
+        action = policy.act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        if rows is not None:
+            rows.append((obs, action, reward, next_obs, terminated, truncated and not terminated, qpos, qvel))
         total += reward
         shifted += reward - shift
         done = terminated or truncated
+        obs = next_obs
+    if rows is not None:
+        record.append(transitions(rows))
     return shifted, total, np.array(states)
+
+
+def transitions(rows: list[tuple]) -> dict[str, np.ndarray]:
+    """One episode's rows as D4RL's arrays."""
+    obs, action, reward, next_obs, terminal, timeout, qpos, qvel = zip(*rows, strict=True)
+    return {
+        "observations": np.array(obs, np.float32),
+        "actions": np.array(action, np.float32),
+        "rewards": np.array(reward, np.float32),
+        "next_observations": np.array(next_obs, np.float32),
+        "terminals": np.array(terminal, bool),
+        "timeouts": np.array(timeout, bool),
+        "infos/qpos": np.array(qpos, np.float32),
+        "infos/qvel": np.array(qvel, np.float32),
+    }
 
 
 class ARS:
@@ -104,8 +130,11 @@ class ARS:
     def policy(self) -> LinearPolicy:
         return LinearPolicy(self.weights.copy(), self.stats.mean.copy(), self.stats.std.copy())
 
-    def iterate(self) -> float:
-        """One update; returns the mean true return of this iteration's perturbed episodes."""
+    def iterate(self, record: list | None = None) -> float:
+        """One update; returns the mean true return of this iteration's perturbed episodes.
+
+        With `record` (a list), each perturbed episode's transitions are appended to it: ARS's replay buffer.
+        """
         c = self.config
         deltas = self.rng.standard_normal((c.directions, *self.weights.shape))
         seeds = self.rng.integers(0, 2**31 - 1, size=(c.directions, 2))
@@ -115,7 +144,7 @@ class ARS:
         for k in range(c.directions):
             for j, sign in enumerate((1.0, -1.0)):
                 policy = LinearPolicy(self.weights + sign * c.noise * deltas[k], mean, std)
-                shifted[k, j], total, states = episode(self.env, policy, int(seeds[k, j]), c.reward_shift)
+                shifted[k, j], total, states = episode(self.env, policy, int(seeds[k, j]), c.reward_shift, record)
                 true_returns.append(total)
                 visited.append(states)
                 self.env_steps += len(states)

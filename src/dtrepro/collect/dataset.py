@@ -1,11 +1,20 @@
-"""Make a D4RL-style "medium" dataset offline: train a behaviour policy into a score band, then roll it out.
+"""Make a D4RL-style dataset offline, of the kind its name says, the way D4RL made that kind.
 
-D4RL's medium sets come from a policy stopped at about a third of expert
-performance. Here ARS trains a linear policy on the CPU, evaluated after every
-iteration on the same seeded episodes, and stops as soon as the mean
-D4RL-normalised score lies in [band_low, band_high]. The policy then acts with
-Gaussian exploration noise (`action_noise`) for `steps` transitions. One seed
-fixes everything, so the same seed gives a byte-identical file.
+ARS trains a linear behaviour policy on the CPU, evaluated after every iteration on
+the same seeded episodes. Its "medium" policy is the first whose mean D4RL-normalised
+score lies in [band_low, band_high] (D4RL's medium: about a third of expert); its
+"expert" policy is the first, training on, in [expert_band_low, expert_band_high].
+Policies act with Gaussian exploration noise (`action_noise`). The kinds (Fu et al.,
+2020, D4RL, section 5):
+
+- random: `steps` rows of uniformly random actions;
+- medium: `steps` rows of the medium policy;
+- medium-replay: every episode ARS ran while it trained, up to the medium stop (D4RL's
+  replay buffer of the medium agent's training); as many rows as that took;
+- medium-expert: `steps` rows of the medium policy, then `steps` of the expert one;
+- expert: `steps` rows of the expert policy.
+
+One seed fixes everything, so the same seed gives a byte-identical file.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from dtrepro.collect.rollout import rollout
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.episodes import episode_ends, episode_stats
+from dtrepro.datasets import COLLECTED, lookup
+from dtrepro.envs import make_env
 from dtrepro.errors import DtreproError
 from dtrepro.params import Params
 from dtrepro.scores import normalized_score, return_for_score
@@ -36,12 +47,15 @@ class CollectParams(Params):
     """The `collect` section of params.yaml."""
 
     section = "collect"
-    env_id: str | None  # null: data.dataset's env
+    dataset: str  # the name in study.datasets, collected-<env>-<kind> (not in the section: the stage's --dataset)
+    env_id: str | None  # null: the dataset's env
     seed: Annotated[int, Field(ge=0)]
     steps: Annotated[int, Field(ge=1)]
     layout: Literal["v2", "v0"]
     band_low: Annotated[float, Field(ge=0)]
     band_high: float
+    expert_band_low: float
+    expert_band_high: float
     max_steps: Annotated[int, Field(ge=1)]
     eval_episodes: Annotated[int, Field(ge=1)]
     action_noise: Annotated[float, Field(gt=0)]  # the rollouts are stochastic
@@ -54,11 +68,18 @@ class CollectParams(Params):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.band_high <= self.band_low:
-            raise ValueError(f"band_low={self.band_low} and band_high={self.band_high} do not make a band")
+        if lookup(self.dataset).source != "collect":
+            raise ValueError(f"{self.dataset!r} is not a dataset made here ({COLLECTED}-<env>-<kind>)")
+        for low, high in (("band_low", "band_high"), ("expert_band_low", "expert_band_high")):
+            if getattr(self, high) <= getattr(self, low):
+                raise ValueError(f"{low}={getattr(self, low)} and {high}={getattr(self, high)} do not make a band")
         if self.top > self.directions:
             raise ValueError(f"top={self.top} must be at most directions={self.directions}")
         return self
+
+    @property
+    def kind(self) -> str:
+        return lookup(self.dataset).kind
 
     @property
     def ars(self) -> ARSConfig:
@@ -75,37 +96,44 @@ class CollectParams(Params):
 @dataclass
 class Behaviour:
     policy: LinearPolicy
-    returns: np.ndarray  # evaluation returns of the final policy
-    iterations: int
-    env_steps: int
+    returns: np.ndarray  # evaluation returns of the policy
+    iterations: int  # ARS iterations it took, from the start
+    env_steps: int  # env steps of training it took, from the start
 
 
-def train_behaviour(params: CollectParams) -> Behaviour:
-    """Train with ARS until the evaluation score enters the band; a clear error if `max_steps` runs out first."""
+def train_behaviour(params: CollectParams, bands: list[tuple[float, float]], record: list | None = None):
+    """Train with ARS until the evaluation score enters each band in turn; one `Behaviour` per band.
+
+    A clear error if `max_steps` runs out first. With `record`, every training episode up to the first
+    band's policy is appended to it (`ARS.iterate`).
+    """
     ars = ARS(params.env_id, params.ars, params.seed)
     eval_seed = params.seed + 1_000_000
-    low, high = return_for_score(params.band_low, params.env_id), return_for_score(params.band_high, params.env_id)
     bar = tqdm(total=params.max_steps, desc="behaviour policy (ARS)", unit="step", unit_scale=True, mininterval=1.0)
-    best, iteration = -np.inf, 0
+    found, best, iteration = [], -np.inf, 0
     with bar:
         while True:
+            band_low, band_high = bands[len(found)]
+            low, high = return_for_score(band_low, params.env_id), return_for_score(band_high, params.env_id)
             returns = ars.evaluate(params.eval_episodes, eval_seed)
             score = float(normalized_score(returns.mean(), params.env_id))
             best = max(best, score)
-            bar.set_postfix(
-                return_=f"{returns.mean():.0f}", score=f"{score:.1f}", band=f"{params.band_low:g}-{params.band_high:g}"
-            )
+            bar.set_postfix(return_=f"{returns.mean():.0f}", score=f"{score:.1f}", band=f"{band_low:g}-{band_high:g}")
             if low <= returns.mean() <= high:
-                return Behaviour(ars.policy, returns, iteration, ars.env_steps)
+                found.append(Behaviour(ars.policy, returns, iteration, ars.env_steps))
+                record = None
+                if len(found) == len(bands):
+                    return found
+                continue
             if ars.env_steps >= params.max_steps:
                 raise DtreproError(
-                    f"The behaviour policy did not reach the score band [{params.band_low:g}, {params.band_high:g}] "
-                    f"within collect.max_steps={params.max_steps} environment steps ({iteration} ARS iterations; "
-                    f"last score {score:.1f}, best {best:.1f}). Raise collect.max_steps, widen the band, or try "
-                    f"another collect.seed; no dataset was written."
+                    f"The behaviour policy did not reach the score band [{band_low:g}, {band_high:g}] "
+                    f"within collect.max_steps={params.max_steps} environment steps on {params.env_id} ({iteration} "
+                    f"ARS iterations; last score {score:.1f}, best {best:.1f}). Raise collect.max_steps, widen the "
+                    f"band, or try another collect.seed; no dataset was written."
                 )
             before = ars.env_steps
-            ars.iterate()
+            ars.iterate(record)
             iteration += 1
             bar.update(min(ars.env_steps, params.max_steps) - min(before, params.max_steps))
 
@@ -128,56 +156,94 @@ def versions() -> dict[str, str]:
     return {f"version/{p}": importlib.metadata.version(p) for p in ("gymnasium", "mujoco", "numpy", "h5py")}
 
 
-def collect(params: CollectParams) -> tuple[D4RLData, Behaviour, float]:
-    """Train the behaviour policy and roll it out; returns (dataset, behaviour, rollout steps per second)."""
-    behaviour = train_behaviour(params)
+def random_policy(env_id: str, seed: int):
+    """Uniformly random actions in the env's bounds (D4RL's random kind)."""
+    rng = np.random.default_rng(seed)
+    act_dim = make_env(env_id, 1).action_space.shape[0]
+    return lambda obs: rng.uniform(-1.0, 1.0, act_dim)
+
+
+def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def collect(params: CollectParams) -> tuple[D4RLData, dict[str, Behaviour], float]:
+    """Make the dataset of `params.kind`; returns (dataset, the behaviour policies by name, rollout steps per s)."""
+    kind = params.kind
+    medium = ("medium", (params.band_low, params.band_high))
+    expert = ("expert", (params.expert_band_low, params.expert_band_high))
+    stops = {"random": [], "medium": [medium], "medium-replay": [medium], "medium-expert": [medium, expert]}
+    stops = stops.get(kind, [expert])
+    replay: list[dict[str, np.ndarray]] = []
+    bands = [band for _, band in stops]
+    found = train_behaviour(params, bands, replay if kind == "medium-replay" else None) if stops else []
+    behaviours = {name: b for (name, _), b in zip(stops, found, strict=True)}
     start = time.perf_counter()
-    data = rollout(
-        params.env_id,
-        noisy(behaviour.policy, params.action_noise, params.seed + 2_000_000),
-        params.steps,
-        seed=params.seed + 3_000_000,
-        max_episode_steps=params.max_episode_steps,
-        progress=True,
-    )
-    rate = params.steps / (time.perf_counter() - start)
-    scores = normalized_score(behaviour.returns, params.env_id)
+    if kind == "medium-replay":
+        parts = [concatenate(replay)]
+    else:
+        actors = (
+            [random_policy(params.env_id, params.seed + 2_000_000)]
+            if kind == "random"
+            else [noisy(b.policy, params.action_noise, params.seed + 2_000_000 + i) for i, b in enumerate(found)]
+        )
+        parts = [
+            rollout(
+                params.env_id, actor, params.steps, params.seed + 3_000_000 + i, params.max_episode_steps, True
+            ).arrays
+            for i, actor in enumerate(actors)
+        ]
+    rows = sum(len(p["rewards"]) for p in parts)
+    rate = rows / (time.perf_counter() - start)
+    keys = set.intersection(*(set(p) for p in parts))  # random actions have no log-probabilities
+    data = D4RLData(concatenate([{k: p[k] for k in sorted(keys)} for p in parts]))
     data.metadata.update(
         {
             "source": "collect",
+            "dataset": params.dataset,
+            "kind": kind,
             "algorithm": "ARS (linear policy, observation normalisation, top-b directions)",
             "env_id": params.env_id,
             "seed": params.seed,
-            "behaviour_return_mean": float(behaviour.returns.mean()),
-            "behaviour_normalized_mean": float(scores.mean()),
             "action_noise": params.action_noise,
+            **{f"{name}_return_mean": float(b.returns.mean()) for name, b in behaviours.items()},
+            **{
+                f"{name}_normalized_mean": float(normalized_score(b.returns, params.env_id).mean())
+                for name, b in behaviours.items()
+            },
             "version/dtrepro": __version__,
             **versions(),
         }
     )
     if params.layout == "v0":
         data = as_v0_layout(data)
-    return data, behaviour, rate
+    return data, behaviours, rate
 
 
-def source_metrics(data: D4RLData, behaviour: Behaviour, params: CollectParams) -> dict:
-    scores = normalized_score(behaviour.returns, params.env_id)
+def source_metrics(data: D4RLData, behaviours: dict[str, Behaviour], params: CollectParams) -> dict:
     ends = episode_ends(data.arrays["terminals"], data.arrays.get("timeouts", np.zeros(data.rows, bool)))
     episodes = episode_stats(data.arrays["rewards"], ends, prefix="dataset_episode")
+    metrics = {"source": "collect", "dataset": params.dataset, "kind": params.kind, "env_id": params.env_id}
+    for name, b in behaviours.items():
+        scores = normalized_score(b.returns, params.env_id)
+        metrics.update(
+            {
+                f"{name}_return_mean": float(b.returns.mean()),
+                f"{name}_return_std": float(b.returns.std()),
+                f"{name}_normalized_mean": float(scores.mean()),
+                f"{name}_normalized_std": float(scores.std()),
+                f"{name}_eval_episodes": len(b.returns),
+                f"{name}_iterations": b.iterations,
+                f"{name}_env_steps": b.env_steps,
+            }
+        )
     return {
-        "source": "collect",
-        "env_id": params.env_id,
+        **metrics,
         "rows": data.rows,
-        "behaviour_return_mean": float(behaviour.returns.mean()),
-        "behaviour_return_std": float(behaviour.returns.std()),
-        "behaviour_normalized_mean": float(scores.mean()),
-        "behaviour_normalized_std": float(scores.std()),
-        "behaviour_eval_episodes": len(behaviour.returns),
-        "behaviour_iterations": behaviour.iterations,
-        "behaviour_env_steps": behaviour.env_steps,
         "dataset_episodes": len(ends),
         **episodes,
         "dataset_normalized_mean": float(normalized_score(episodes["dataset_episode_return_mean"], params.env_id)),
+        "dataset_normalized_max": float(normalized_score(episodes["dataset_episode_return_max"], params.env_id)),
     }
 
 
@@ -185,14 +251,19 @@ def collect_to_files(
     params: CollectParams, output: str | os.PathLike, policy_path: str | os.PathLike, metrics_path: str | os.PathLike
 ) -> dict:
     """Collect and write the dataset (with its .sha256), the behaviour policy and the metrics, all atomically."""
-    data, behaviour, rate = collect(params)
-    metrics = source_metrics(data, behaviour, params)
+    data, behaviours, rate = collect(params)
+    metrics = source_metrics(data, behaviours, params)
     with atomic_output(output) as tmp:
         write_d4rl(tmp, data)
         digest = file_sha256(tmp)
         write_json(
             policy_path,
-            {"source": "collect", "algorithm": "ARS", "params": params.model_dump(), **behaviour.policy.to_dict()},
+            {
+                "source": "collect",
+                "algorithm": "ARS",
+                "params": params.model_dump(),
+                "policies": {name: b.policy.to_dict() for name, b in behaviours.items()},
+            },
         )
         write_json(metrics_path, metrics)
         with atomic_output(f"{output}.sha256") as sha:

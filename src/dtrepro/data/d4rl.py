@@ -1,4 +1,4 @@
-"""The D4RL gym-mujoco HDF5 layout: dataset names and URLs, reading with validation, writing.
+"""The D4RL gym-mujoco HDF5 layout: reading with validation, writing.
 
 A D4RL file holds flat arrays of N rows: `observations` (N, obs_dim), `actions`
 (N, act_dim), `rewards` (N,), `terminals` (N,), and from v1 on `timeouts` (N,);
@@ -9,7 +9,6 @@ files any D4RL reader can open, byte-identical for identical inputs.
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -19,11 +18,6 @@ import h5py
 import numpy as np
 
 from dtrepro.errors import DtreproError
-
-D4RL_BASE_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
-ENVS = ("hopper", "halfcheetah", "walker2d")
-KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
-VERSIONS = ("v0", "v1", "v2")
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 FLAG_KEYS = ("terminals", "timeouts")
@@ -40,55 +34,6 @@ RANKS = {
     "infos/qvel": 2,
 }
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-@dataclass(frozen=True)
-class DatasetFile:
-    """Where a D4RL dataset lives under D4RL's folder, and its published size and SHA-256 (None if unknown)."""
-
-    path: str
-    bytes: int | None
-    sha256: str | None
-
-    @property
-    def url(self) -> str:
-        return f"{D4RL_BASE_URL}/{self.path}"
-
-
-@functools.cache
-def published_files() -> dict[str, tuple[int, str]]:
-    """path -> (bytes, SHA-256) of every D4RL gym-mujoco file whose hash is public (d4rl_files.tsv)."""
-    rows = Path(__file__).with_name("d4rl_files.tsv").read_text().splitlines()
-    table = [r.split("\t") for r in rows if r and not r.startswith("#")][1:]
-    return {path: (int(size), digest) for path, size, digest in table}
-
-
-def dataset_file(name: str) -> DatasetFile:
-    """Map a D4RL gym-mujoco dataset name such as `hopper-medium-v2` to its file.
-
-    v0 files live in `gym_mujoco/` with D4RL's old names (medium-replay was
-    called `mixed`, and walker2d's was `walker_mixed`); v1 and v2 files live in
-    `gym_mujoco_v1/` and `gym_mujoco_v2/` as `<env>_<kind>-<version>.hdf5`.
-    """
-    parts = name.split("-")
-    env, version, kind = parts[0], parts[-1], "-".join(parts[1:-1])
-    if env not in ENVS or kind not in KINDS or version not in VERSIONS:
-        raise DtreproError(
-            f"Unknown D4RL dataset name {name!r} in params (data.dataset). Names are "
-            f"<env>-<kind>-<version> with env in {list(ENVS)}, kind in {list(KINDS)} and "
-            f"version in {list(VERSIONS)}, e.g. 'hopper-medium-v2'; to use any other file "
-            f"set data.url to its address or local path."
-        )
-    if version == "v0":
-        stem = kind.replace("-", "_")
-        if kind == "medium-replay":
-            stem = "mixed"
-            env = "walker" if env == "walker2d" else env
-        path = f"gym_mujoco/{env}_{stem}.hdf5"
-    else:
-        path = f"gym_mujoco_{version}/{env}_{kind.replace('-', '_')}-{version}.hdf5"
-    size, digest = published_files().get(path, (None, None))
-    return DatasetFile(path, size, digest)
 
 
 @dataclass

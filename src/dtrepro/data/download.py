@@ -25,16 +25,16 @@ from tqdm import tqdm
 
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
-from dtrepro.data.d4rl import DatasetFile, check_d4rl_file, dataset_file, require_regular_file
-from dtrepro.datasets import ENV_VERSIONS
+from dtrepro.data.d4rl import check_d4rl_file, require_regular_file
+from dtrepro.datasets import ENV_VERSIONS, DatasetFile, dataset_file
 from dtrepro.errors import DtreproError
 from dtrepro.params import Params
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little of what arrived
 OFFLINE_ADVICE = (
     "If this machine has no internet access, copy the file here by other means and set "
-    "data.url to its local path (or a file:// URL), or set data.source: collect to make a "
-    "Hopper dataset offline (as `make demo` does)."
+    "data.url to its local path (or a file:// URL), put it in a folder under D4RL's own path and add the "
+    "folder to data.mirrors, or study a dataset made here offline (collected-<env>-<kind>, as `make demo` does)."
 )
 
 
@@ -42,10 +42,10 @@ class DownloadParams(Params):
     """The `data` section of params.yaml."""
 
     section = "data"
-    source: Literal["download", "collect"]
-    dataset: str
+    dataset: str  # the name in study.datasets (not in the section: the stage's --dataset)
     env_version: Literal[ENV_VERSIONS]  # read by the stages after this one (datasets.py)
     url: str | None
+    d4rl_server: bool
     mirrors: list[str]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
     check_sha256: bool
@@ -60,11 +60,12 @@ class DownloadParams(Params):
 
     @property
     def sources(self) -> list[str]:
-        """Where to fetch from, in order: data.url if set, else D4RL's own URL, then each mirror's copy."""
+        """Where to fetch from, in order: data.url if set, else D4RL's own URL (unless data.d4rl_server is
+        false), then each mirror's copy."""
         if self.url:
             return [self.url]
         path = self.file.path
-        return [self.file.url] + [
+        return [self.file.url] * self.d4rl_server + [
             f"{m.rstrip('/')}/{path}" if urllib.parse.urlparse(m).scheme else str(Path(m) / path) for m in self.mirrors
         ]
 
