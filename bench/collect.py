@@ -35,9 +35,11 @@ def reference_rate(policy, env_id: str, steps: int = 20_000) -> float:
 
 
 def main() -> None:
-    params = CollectParams.from_params(resolve(ROOT, "demo", []))
+    demo = resolve(ROOT, "demo", [])
+    params = CollectParams.from_params(demo, demo["study"]["datasets"][0])
     start = time.perf_counter()
-    data, behaviour, rate = collect(params)
+    data, behaviours, rate = collect(params)
+    behaviour = behaviours["medium"]
     total = time.perf_counter() - start
     ref = reference_rate(noisy(behaviour.policy, params.action_noise, 0), params.env_id)
     print(f"demo collection: {data.rows:,} rows, behaviour policy after {behaviour.env_steps:,} training steps")

@@ -14,6 +14,7 @@ from dtrepro.data.repair import RepairParams, repair_file  # noqa: E402
 from dtrepro.profiles import resolve  # noqa: E402
 from dtrepro.train import TrainParams  # noqa: E402
 
+from helpers import HOPPER  # noqa: E402
 from hopper import concatenate, hopper_dataset  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def clean_hopper_file(folder: Path, rows: int) -> tuple[Path, D4RLData]:
     """`hopper_like(rows)` written to `folder` and repaired: the clean file a training run reads, and the data."""
     data, _ = hopper_like(rows)
     write_d4rl(folder / "raw.hdf5", data)
-    rules = RepairParams.from_params(ROOT / "params.yaml")
+    rules = RepairParams.from_params(ROOT / "params.yaml", HOPPER)
     repair_file(folder / "raw.hdf5", folder / "clean.hdf5", folder / "repair.json", rules)
     return folder / "clean.hdf5", data
 
@@ -41,4 +42,4 @@ def paper_params(**train) -> TrainParams:
     """The `paper` named run's model and train params, with some train values replaced."""
     values = resolve(ROOT, "paper", [])
     values["train"].update(device="cpu", **train)
-    return TrainParams.from_params(values)
+    return TrainParams.from_params(values, HOPPER)

@@ -19,9 +19,9 @@ from dtrepro.data.boundaries import BoundaryRules, find_boundaries
 from dtrepro.data.d4rl import write_d4rl
 from dtrepro.data.repair import RepairParams, repair_file
 
-from common import ROOT, hopper_like
+from common import HOPPER, ROOT, hopper_like
 
-RULES = RepairParams.from_params(ROOT / "params.yaml")
+RULES = RepairParams.from_params(ROOT / "params.yaml", HOPPER)
 
 ROWS = 1_000_000
 TARGET_S = 10.0
@@ -62,7 +62,10 @@ def main() -> None:
         write_d4rl(raw, data)
         t0 = time.perf_counter()
         report = repair_file(
-            raw, Path(tmp) / "clean.hdf5", Path(tmp) / "repair.json", RepairParams.from_params(ROOT / "params.yaml")
+            raw,
+            Path(tmp) / "clean.hdf5",
+            Path(tmp) / "repair.json",
+            RepairParams.from_params(ROOT / "params.yaml", HOPPER),
         )
         total = time.perf_counter() - t0
     print(
