@@ -234,7 +234,7 @@ def test_no_listener_fails_within_30_s_with_advice(tmp_path):
         download(DownloadParams.from_params(params(data={"url": url}), HOPPER), out)  # the defaults of params.yaml
     assert time.monotonic() - start < 30
     message = str(info.value)
-    assert url in message and "data.url" in message and "data.source: collect" in message
+    assert url in message and "data.url" in message and "collected-<env>-<kind>" in message
     assert_nothing_left(out)
 
 

@@ -229,7 +229,9 @@ def test_two_process_ddp_on_gloo(clean_file, tmp_path):
     metrics = json.loads((out / "train.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 20
     ckpt = torch.load(out / "models" / "last.pt", weights_only=True)
-    assert len(ckpt["rng_samplers"]) == 2 and proc.stdout.count("train k5-seed0: 20 steps") == 1  # rank 0 alone reports
+    assert (
+        len(ckpt["rng_samplers"]) == 2 and proc.stdout.count(f"train {HOPPER} k5-seed0: 20 steps") == 1
+    )  # rank 0 alone
 
 
 @pytest.mark.slow
