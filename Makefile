@@ -25,10 +25,10 @@ help:
 
 install: $(BIN)/dtrepro-installed
 
-$(BIN)/dtrepro-installed: requirements.lock pyproject.toml
+$(BIN)/dtrepro-installed: requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements.lock -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 

@@ -1,18 +1,23 @@
-"""source stage: get one dataset of study.datasets, by its name -- D4RL's file, or one made here offline.
+"""source stage: get one dataset of study.datasets, by its name -- D4RL's file, Minari's, or one made here.
 
 A D4RL name (hopper-medium-v2) is downloaded, resumably, from D4RL's server or data.mirrors and
-checked against its published size and hash; a name collected-<env>-<kind> is made here: ARS trains a
-behaviour policy on the CPU, which is rolled out the way D4RL made that kind (src/dtrepro/collect/dataset.py).
-Reads  params.yaml data.* (download), collect.* (collect); --dataset NAME
+checked against its published size and hash; a Minari id (mujoco/hopper/medium-v0) is loaded with the
+minari package from the local Minari folder or Minari's remote and flattened; a name
+collected-<env>-<kind> is made here: ARS trains a behaviour policy on the CPU, which is rolled out the
+way D4RL made that kind (src/dtrepro/collect/dataset.py). Whatever the source, the file is also written
+as a Minari dataset (--minari-dir, a Minari datasets folder) for Minari-based tools.
+Reads  params.yaml data.* (download, minari), collect.* (collect); --dataset NAME
 Writes --output (D4RL layout) and <output>.sha256, --policy (the behaviour policies, or what is known
-       of D4RL's), --metrics (JSON). A dropped download leaves <output>.part, which the next run resumes.
+       of them), --metrics (JSON), --minari-dir/<minari id>/. A dropped download leaves <output>.part,
+       which the next run resumes.
 """
 
 import argparse
 
 from dtrepro.collect.dataset import CollectParams, collect_to_files
 from dtrepro.data.download import DownloadParams, download_to_files
-from dtrepro.datasets import lookup
+from dtrepro.data.minari_source import export_file, minari_id, minari_to_files
+from dtrepro.datasets import env_id, lookup
 from dtrepro.errors import run_stage
 from dtrepro.params import add_dataset_argument, add_params_argument
 
@@ -24,11 +29,20 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="the dataset, e.g. data/hopper-medium-v2/raw.hdf5")
     parser.add_argument("--policy", required=True, help="e.g. models/hopper-medium-v2/behaviour.json")
     parser.add_argument("--metrics", required=True, help="e.g. reports/source/hopper-medium-v2.json")
+    parser.add_argument("--minari-dir", required=True, help="the Minari export, e.g. data/hopper-medium-v2/minari")
     args = parser.parse_args(argv)
-    if lookup(args.dataset).source == "download":
-        result = download_to_files(DownloadParams.from_params(args.params, args.dataset), *paths(args))
+    source = lookup(args.dataset).source
+    data = DownloadParams.from_params(args.params, args.dataset)
+    if source == "download":
+        result = download_to_files(data, *paths(args))
         checked = "checked" if result["sha256_checked"] else "NOT checked (data.check_sha256: false)"
         print(f"download: {result['url']} -> {args.output} (sha256 {result['sha256']}, {checked})")
+    elif source == "minari":
+        result = minari_to_files(data, *paths(args))
+        print(
+            f"minari: {args.dataset} ({result['env_id']}; {result['rows']:,} rows, {result['dataset_episodes']:,} "
+            f"episodes; reference scores: {result['ref_scores_source']}) -> {args.output}"
+        )
     else:
         result = collect_to_files(CollectParams.from_params(args.params, args.dataset), *paths(args))
         policies = "; ".join(
@@ -41,6 +55,12 @@ def main(argv=None):
             f"collect {args.dataset}: {policies or 'random actions'}; {result['rows']:,} rows, "
             f"{result['dataset_episodes']:,} episodes -> {args.output} (sha256 {result['sha256']})"
         )
+    env = result.get("env_id") or env_id(args.dataset, data.env_version)
+    exported = export_file(args.output, args.dataset, env, args.minari_dir)
+    print(
+        f"minari export: {exported} (with MINARI_DATASETS_PATH={args.minari_dir}, "
+        f"minari.load_dataset('{minari_id(args.dataset)}') opens it)"
+    )
 
 
 def paths(args) -> tuple[str, str, str]:

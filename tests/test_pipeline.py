@@ -62,7 +62,7 @@ def smoke_repo(tmp_path_factory):
 def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(smoke_repo):
     repo, out = smoke_repo
     runs = RUNS
-    assert stages_run(out) == {"study", f"source@{D}", f"repair@{D}", "report"} | {
+    assert stages_run(out) == {"study", f"source@{D}", f"repair@{D}", "report", "suite"} | {
         f"{st}@{r}" for st in ("train", "evaluate") for r in runs
     }
     assert "Ran experiment(s): smoke" in out
@@ -122,7 +122,7 @@ def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(smoke_r
     repo, _ = smoke_repo
     commit_all(repo, "smoke run")
     changed = dvc(repo, "exp", "run", "-S", "eval.seed=2000")
-    assert stages_run(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"report"}
+    assert stages_run(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"report", "suite"}
     assert stages_run(dvc(repo, "exp", "run", "-S", "eval.seed=2000").stdout) == set()
     assert up_to_date(repo)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +36,22 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """As `atomic_output`, for a folder: yield an empty temporary folder beside `path`; on success it replaces
+    `path` (and whatever was there), on error it is deleted."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+            shutil.rmtree(path, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:

@@ -4,7 +4,10 @@
 `walker2d-medium-replay-v2`) is downloaded: it names a file under D4RL's folder, with its published
 size and SHA-256 (d4rl_files.tsv). A name `collected-<env>-<kind>` (e.g.
 `collected-walker2d-medium-replay`) is made here, offline, by the collect source, the way D4RL made
-that kind. Either way the env picks a family, which gives the gymnasium env to train and evaluate
+that kind. A Minari id (`<namespace>/<env>/<name>-v<N>`, e.g. `mujoco/hopper/medium-v0`) is loaded
+with the `minari` package: its data are not D4RL's, so its scores are not comparable with the
+paper's, and it is trained and evaluated on the `-v5` env Minari's MuJoCo datasets record. Either
+way the env picks a family, which gives the gymnasium env to train and evaluate
 on (`-v4` by default, the closest to the `-v2` envs D4RL collected on; `data.env_version: v5` for
 gymnasium's newer ones), the Decision Transformer paper's target returns plus the low target of
 the conditioning study, the physical facts that repair finds episode boundaries with, and D4RL's
@@ -15,6 +18,7 @@ meaning "the dataset's"; a value there overrides it.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +56,8 @@ ENV_VERSIONS = ("v4", "v5")
 
 def family(name: str) -> EnvFamily:
     """The family of a dataset name (`hopper-medium-v2`, `collected-hopper-medium`) or an env id (`Hopper-v4`)."""
+    if MINARI_SEP in name:
+        return FAMILIES[lookup(name).env]
     parts = name.split("-")
     key = (parts[1] if parts[0] == COLLECTED and len(parts) > 1 else parts[0]).lower()
     if key not in FAMILIES:
@@ -63,7 +69,10 @@ def family(name: str) -> EnvFamily:
 
 
 def env_id(dataset: str, version: str) -> str:
-    """The gymnasium env a dataset's policies are trained and evaluated on, e.g. `Walker2d-v4`."""
+    """The gymnasium env a dataset's policies are trained and evaluated on, e.g. `Walker2d-v4`: `version`, or
+    for a Minari id the version Minari's MuJoCo datasets were collected on."""
+    if MINARI_SEP in dataset:
+        return f"{family(lookup(dataset).env).gym_name}-{MINARI_ENV_VERSION}"
     return f"{family(dataset).gym_name}-{version}"
 
 
@@ -71,6 +80,11 @@ D4RL_BASE_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
 KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 D4RL_VERSIONS = ("v0", "v1", "v2")
 COLLECTED = "collected"  # the first word of the name of a dataset made here
+MINARI_SEP = "/"  # Minari ids are paths: <namespace>/<env>/<name>-v<N>
+MINARI_ID = re.compile(
+    r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*/(?P<env>[a-z0-9]+)/(?P<name>[A-Za-z0-9_-]+)-(?P<version>v[0-9]+)"
+)
+MINARI_ENV_VERSION = "v5"  # the gymnasium version Minari's MuJoCo datasets were collected on
 
 
 @dataclass(frozen=True)
@@ -99,10 +113,10 @@ class Dataset:
     """A dataset by its name: where it comes from (`source`: download or collect), its env and its kind."""
 
     name: str
-    source: str  # the source stage's script: download (D4RL's file) or collect (made here)
+    source: str  # how the source stage gets it: download (D4RL's file), collect (made here) or minari
     env: str  # the family's key: hopper, walker2d, halfcheetah
-    kind: str  # one of KINDS
-    version: str | None  # D4RL's dataset version (v0, v1, v2); None for a collected one
+    kind: str  # one of KINDS (for a Minari id, its name: medium, expert, simple, ...)
+    version: str | None  # the dataset's version (D4RL's v0, v1, v2; Minari's v0, ...); None for a collected one
 
     @property
     def family(self) -> EnvFamily:
@@ -131,6 +145,9 @@ class Dataset:
 
 def lookup(name: str) -> Dataset:
     """Parse a dataset name; one paragraph listing the names there are if it is none of them."""
+    minari_id = MINARI_ID.fullmatch(str(name))
+    if minari_id and minari_id["env"] in FAMILIES:
+        return Dataset(name, "minari", minari_id["env"], minari_id["name"], minari_id["version"])
     parts = str(name).split("-")
     if parts[0] == COLLECTED:
         env, kind, version = (parts[1] if len(parts) > 1 else ""), "-".join(parts[2:]), None
@@ -141,7 +158,8 @@ def lookup(name: str) -> Dataset:
     raise DtreproError(
         f"Unknown dataset name {name!r} in study.datasets. D4RL's are <env>-<kind>-<version> with env in "
         f"{list(FAMILIES)}, kind in {list(KINDS)} and version in {list(D4RL_VERSIONS)}, e.g. 'hopper-medium-v2'; "
-        f"datasets made here offline are {COLLECTED}-<env>-<kind>, e.g. '{COLLECTED}-walker2d-medium-replay'. "
+        f"datasets made here offline are {COLLECTED}-<env>-<kind>, e.g. '{COLLECTED}-walker2d-medium-replay'; "
+        f"Minari's are <namespace>/<env>/<name>-v<N>, e.g. 'mujoco/hopper/medium-v0'. "
         f"To use any other file in D4RL's layout, name the D4RL dataset it stands for and set data.url to it."
     )
 
@@ -196,6 +214,11 @@ def published(dataset: str) -> str:
     """One sentence of the published scores to read ours against, or why there are none."""
     if dataset.startswith(f"{COLLECTED}-"):
         return f"{dataset} was made here by the collect source: nobody has published scores on it"
+    if MINARI_SEP in dataset:
+        return (
+            f"{dataset} is a Minari dataset, other data than D4RL's: its scores are not comparable with the "
+            f"Decision Transformer paper's or CORL's D4RL numbers"
+        )
     if dataset not in PUBLISHED:
         return (
             f"no published Decision Transformer scores for {dataset} (the papers report the medium, "

@@ -18,7 +18,7 @@ from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.episodes import run_episodes
 from dtrepro.eval_spec import CHECKPOINTS, EPISODE_FIELDS, EvalParams, metric_key
 from dtrepro.policy import policy_from_checkpoint
-from dtrepro.scores import normalized_score
+from dtrepro.scores import normalized_score, reference_scores
 from dtrepro.stats import score_summary
 
 
@@ -33,6 +33,9 @@ def evaluate_checkpoints(
     rows, done = [], {}
     for name in CHECKPOINTS:
         policy, ckpt = policy_from_checkpoint(Path(checkpoint_dir) / f"{name}.pt", device)
+        # the reference scores the training data carried (a Minari dataset's), else D4RL's for the env
+        ref_min, ref_max, ref_source = reference_scores(ckpt.get("ref_scores", {}), params.env_id)
+        metrics.update(ref_min_score=ref_min, ref_max_score=ref_max, ref_scores_source=ref_source)
         policy.amp_dtype = autocast_dtype(device, params.amp)
         step = int(ckpt["step"])
         metrics.update(context_len=policy.model.cfg.context_len, train_seed=ckpt.get("train_seed"))
@@ -43,10 +46,15 @@ def evaluate_checkpoints(
         for target in params.targets:
             chosen = results.targets == target
             summary = score_summary(
-                results.returns[chosen], results.lengths[chosen], params.env_id, params.bootstrap_resamples, params.seed
+                results.returns[chosen],
+                results.lengths[chosen],
+                params.env_id,
+                params.bootstrap_resamples,
+                params.seed,
+                (ref_min, ref_max),
             )
             metrics.update({metric_key(name, target, k): v for k, v in summary.items()})
-        scores = normalized_score(results.returns, params.env_id)
+        scores = normalized_score(results.returns, params.env_id, (ref_min, ref_max))
         for i in range(len(seeds)):
             row = (name, step, results.targets[i], i % params.episodes, results.seeds[i], results.returns[i])
             rows.append((*row, results.lengths[i], scores[i]))

@@ -179,8 +179,8 @@ def validate(params: dict) -> None:
     study = StudyParams.from_params(params)
     check_overrides(study, params)
     for name in study.datasets:
-        source = DownloadParams if lookup(name).source == "download" else CollectParams
-        for section in (source, RepairParams, TrainParams, EvalParams):
+        sources = (DownloadParams, CollectParams) if lookup(name).source == "collect" else (DownloadParams,)
+        for section in (*sources, RepairParams, TrainParams, EvalParams):
             section.from_params(params, name)
 
 

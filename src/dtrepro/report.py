@@ -23,7 +23,7 @@ from dtrepro.datasets import published
 from dtrepro.errors import DtreproError
 from dtrepro.eval_spec import CHECKPOINTS, EvalParams
 from dtrepro.runs import Run, StudyParams
-from dtrepro.scores import normalized_score
+from dtrepro.scores import D4RL, normalized_score, reference_scores
 from dtrepro.stats import bootstrap_ci
 
 
@@ -148,8 +148,16 @@ def section(
         for r in [pick[(k0, c, t0)]]
     ]
     lines += _table(["checkpoint", "score mean ± std (seeds)", "std (episodes)", "95% CI", "mean length"], rows)
-    if dataset:
-        ds = normalized_score([dataset["episode_return_mean"], dataset["episode_return_max"]], params.env_id)
+    ref_min, ref_max, ref_source = dataset["refs"]
+    if ref_source != D4RL:
+        lines += [
+            "",
+            f"Scores are normalised with the dataset's own reference returns ({ref_source}: random {ref_min:g}, "
+            f"expert {ref_max:g}), not D4RL's.",
+        ]
+    if "episode_return_mean" in dataset:
+        returns = [dataset["episode_return_mean"], dataset["episode_return_max"]]
+        ds = normalized_score(returns, params.env_id, (ref_min, ref_max))
         lines += ["", f"The dataset's episodes score {ds[0]:.1f} on average and {ds[1]:.1f} at best."]
     lines += ["", f"For reference, {published(name)}.", "", f"### Return conditioning (K = {k0})", ""]
     rows = [
@@ -226,6 +234,8 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
         per_seed.append(entry)
     repair = paths.repair_reports / f"{name}.json"
     data = json.loads(repair.read_text()) if repair.exists() else {}
+    evaluation = paths.evals / name / f"{study.runs[0].name}.json"  # the reference scores the scores used
+    data["refs"] = reference_scores(json.loads(evaluation.read_text()) if evaluation.exists() else {}, params.env_id)
     plots_dir = paths.plots_dir / name
     plots.return_conditioning(table, plots_dir / "return_conditioning.png")
     plots.context_length([r for r in table if r["target"] == t0], plots_dir / "context_length.png")

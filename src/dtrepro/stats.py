@@ -31,10 +31,13 @@ def bootstrap_ci(samples: list[np.ndarray], resamples: int, seed: int, confidenc
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def score_summary(returns: np.ndarray, lengths: np.ndarray, env_id: str, resamples: int, seed: int) -> dict[str, float]:
-    """The evaluation metrics of one set of episodes: returns, D4RL-normalised scores with a 95% CI, lengths."""
+def score_summary(
+    returns: np.ndarray, lengths: np.ndarray, env_id: str, resamples: int, seed: int, refs: tuple | None = None
+) -> dict[str, float]:
+    """The evaluation metrics of one set of episodes: returns, normalised scores (`refs`, else D4RL's) with a 95%
+    CI, lengths."""
     returns = np.asarray(returns, dtype=np.float64)
-    scores = normalized_score(returns, env_id)
+    scores = normalized_score(returns, env_id, refs)
     low, high = bootstrap_ci([scores], resamples, seed)
     return {
         "return_mean": float(returns.mean()),

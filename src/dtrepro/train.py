@@ -40,7 +40,7 @@ from dtrepro.params import PARAMS_FILE, Params
 from dtrepro.policy import DAMAGED, Policy
 from dtrepro.runs import Run
 from dtrepro.sampler import Trajectories, WindowSampler
-from dtrepro.scores import normalized_score
+from dtrepro.scores import normalized_score, reference_scores
 
 LOG_FIELDS = ("step", "loss", "lr", "samples_per_s", "tokens_per_s", "eval_return", "eval_score")
 # train keys that do not change what is learnt: left out of the resume fingerprint and of dvc.yaml's params
@@ -158,7 +158,10 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
     if params.batch_size % ddp.world:
         raise DtreproError(f"train.batch_size={params.batch_size} does not split over {ddp.world} processes.")
     torch.manual_seed(run.seed + ddp.rank)
-    data = Trajectories.from_d4rl(read_d4rl(data_path), params.return_scale, MAX_TIMESTEP, device)
+    raw = read_d4rl(data_path)
+    ref_min, ref_max, ref_source = reference_scores(raw.metadata, params.env_id)  # the data's own, else D4RL's
+    data = Trajectories.from_d4rl(raw, params.return_scale, MAX_TIMESTEP, device)
+    del raw
     check_data_fits_env(data, params.env_id, data_path)
     sampler = WindowSampler(data, run.context_len, params.batch_size // ddp.world, run.seed + ddp.rank)
     model_cfg = ModelConfig(
@@ -190,6 +193,7 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
             "return_scale": params.return_scale,
             "step": step,
             "env_id": params.env_id,
+            "ref_scores": {"ref_min_score": ref_min, "ref_max_score": ref_max, "ref_scores_source": ref_source},
             "train_seed": run.seed,
             "fingerprint": checkpoints.fingerprint,
         }
@@ -246,7 +250,9 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
             window_start, window_steps, running = time.perf_counter(), 0, torch.zeros((), device=device)
         if ddp.main and (step % params.eval_every == 0 or step == params.steps):
             ret = evaluate_policy(model, data, params, run.seed)
-            row.update(step=step, eval_return=ret, eval_score=float(normalized_score(ret, params.env_id)))
+            row.update(
+                step=step, eval_return=ret, eval_score=float(normalized_score(ret, params.env_id, (ref_min, ref_max)))
+            )
             if ret > best_return:
                 best_return = ret
                 checkpoints.save("best.pt", snapshot(with_state=False))
@@ -273,6 +279,7 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
         "steps_per_s_this_run": (step - first_step) / seconds if step > first_step else None,
         "processes": ddp.world,
         "device": device.type,
+        "ref_scores_source": ref_source,  # what eval_score is normalised with: d4rl, or the data's own (minari)
     }
     write_json(metrics_path, metrics)
     return metrics

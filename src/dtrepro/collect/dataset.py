@@ -42,6 +42,8 @@ from dtrepro.errors import DtreproError
 from dtrepro.params import Params
 from dtrepro.scores import normalized_score, return_for_score
 
+ARS_NAME = "ARS (linear policy, observation normalisation, top-b directions)"
+
 
 class CollectParams(Params):
     """The `collect` section of params.yaml."""
@@ -202,7 +204,7 @@ def collect(params: CollectParams) -> tuple[D4RLData, dict[str, Behaviour], floa
             "source": "collect",
             "dataset": params.dataset,
             "kind": kind,
-            "algorithm": "ARS (linear policy, observation normalisation, top-b directions)",
+            "algorithm": "uniform random actions" if kind == "random" else ARS_NAME,
             "env_id": params.env_id,
             "seed": params.seed,
             "action_noise": params.action_noise,

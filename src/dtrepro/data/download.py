@@ -46,6 +46,7 @@ class DownloadParams(Params):
     env_version: Literal[ENV_VERSIONS]  # read by the stages after this one (datasets.py)
     url: str | None
     d4rl_server: bool
+    minari_remote: bool
     mirrors: list[str]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
     check_sha256: bool
