@@ -127,7 +127,9 @@ def header(study: StudyParams, params: EvalParams) -> list[str]:
         "# Decision Transformer ablations",
         "",
         f"{n_eps} episodes per model and target (episode seeds {params.seed}–{params.seed + n_eps - 1}), "
-        f"training seeds {list(study.seeds)}. Scores are D4RL-normalised; mean ± std is across the {n_seeds} "
+        f"training seeds {list(study.seeds)}. Scores are normalised as D4RL does, 100 × (return − random) / (expert − "
+        f"random), with D4RL's reference returns unless a dataset's section says otherwise; mean ± std is across the "
+        f"{n_seeds} "
         "training seeds (each seed's mean over its episodes): the spread of training. The 95% CI is a bootstrap "
         "of that mean that resamples each seed's episodes: the episode-to-episode noise of these trained models. "
         "`last.pt` is the final checkpoint, `best.pt` the best periodic evaluation during training (selected on "
