@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 
 from dtrepro.errors import DtreproError
@@ -16,10 +19,27 @@ def pick_device(name: str, param: str = "train.device") -> torch.device:
     return torch.device(name)
 
 
-def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 where the device has it, else fp16 (with a grad scaler in training), None when AMP is off."""
-    if not amp:
+AUTO = "auto"
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 natively
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); where it does not, bf16 is emulated, slower
+    than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def autocast_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
+    """The autocast precision for `amp` (train.amp, eval.amp): None (float32) when false; when true, bf16 where
+    the device has it, else fp16 (with a grad scaler in training); `auto`, as true on GPUs and on CPUs with native
+    bf16, float32 on other CPUs."""
+    if amp is False:
         return None
-    if device.type == "cpu" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16 if amp is True or cpu_has_native_bf16() else None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -5,7 +5,7 @@ The evaluate stage writes results under these names and the report reads them ba
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -25,7 +25,7 @@ class EvalParams(Params):
     targets: Annotated[list[float], Field(min_length=1)] | None  # null: the DT paper's for the dataset's env
     max_steps: Annotated[int, Field(ge=1)]
     device: str
-    amp: bool
+    amp: bool | Literal["auto"]  # auto: bf16 autocast on GPUs and CPUs with native bf16, else float32
     bootstrap_resamples: Annotated[int, Field(ge=100)]
 
     @property

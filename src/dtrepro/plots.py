@@ -35,8 +35,9 @@ def learning_curves(logs: dict[str, list[dict]], path: str | os.PathLike) -> Non
     save(fig, path)
 
 
-def return_conditioning(table: list[dict], path: str | os.PathLike) -> None:
-    """Achieved against requested return, per context length and checkpoint, with the across-seed spread."""
+def return_conditioning(table: list[dict], path: str | os.PathLike, data: dict | None = None) -> None:
+    """Achieved against requested return, per context length and checkpoint, with the across-seed spread; the
+    data's mean and best episode returns as reference lines (`data`: the repair report's episode statistics)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for (k, ckpt), rows in _groups(table, ("context_len", "checkpoint")).items():
         rows = sorted(rows, key=lambda r: r["target"])
@@ -51,6 +52,9 @@ def return_conditioning(table: list[dict], path: str | os.PathLike) -> None:
         )
     top = max(r["target"] for r in table)
     ax.plot([0, top], [0, top], color="grey", linewidth=0.8, label="achieved = requested")
+    if data and "episode_return_mean" in data:
+        ax.axhline(data["episode_return_mean"], color="black", linestyle=":", linewidth=1, label="data: mean episode")
+        ax.axhline(data["episode_return_max"], color="black", linestyle="-.", linewidth=1, label="data: best episode")
     ax.set(xlabel="requested return (target)", ylabel="achieved return", title="return conditioning")
     ax.legend(fontsize=8)
     save(fig, path)

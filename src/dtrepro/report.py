@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dtrepro import plots
+from dtrepro import findings, plots
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.datasets import published
 from dtrepro.errors import DtreproError
 from dtrepro.eval_spec import CHECKPOINTS, EvalParams
 from dtrepro.runs import Run, StudyParams
 from dtrepro.scores import D4RL, normalized_score, reference_scores
-from dtrepro.stats import bootstrap_ci
+from dtrepro.stats import bootstrap_ci, difference_ci
 
 
 @dataclass(frozen=True)
@@ -137,20 +137,38 @@ def header(study: StudyParams, params: EvalParams) -> list[str]:
     ]
 
 
-def section(
-    study: StudyParams, params: EvalParams, table: list[dict], per_seed: list[dict], dataset: dict, name: str
-) -> list[str]:
-    """The markdown of one dataset's ablations."""
+def section(study: StudyParams, params: EvalParams, found: dict, name: str) -> list[str]:
+    """The markdown of one dataset's ablations: its findings in words, then the tables."""
+    table, per_seed, dataset = found["table"], found["per_seed"], found["data"]
     k0, t0 = study.context_lens[0], params.targets[0]
     pick = by_key(table)
-    lines = ["", f"## {name} ({params.env_id})", "", f"### Headline: K = {k0}, target {t0:g}", ""]
+    same = {k: findings.same_checkpoints(per_seed, k) for k in study.context_lens}
+    shown = [c for c in CHECKPOINTS if c == "last" or not all(same.values())]  # best.pt rows only where they differ
+    ref_min, ref_max, ref_source = dataset["refs"]
+    lines = ["", f"## {name} ({params.env_id})", "", "### Findings", ""]
+    lines.append("- " + findings.conditioning([pick[(k0, "last", t)] for t in params.targets], (ref_min, ref_max)))
+    if "episode_return_mean" in dataset:
+        returns = [dataset["episode_return_mean"], dataset["episode_return_max"]]
+        data_mean, data_best = normalized_score(returns, params.env_id, (ref_min, ref_max))
+        lines.append("- " + findings.against_data(pick[(k0, "last", t0)], data_mean, data_best))
+    for k, (diff, low, high) in found["differences"].items():
+        lines.append("- " + findings.context(k0, k, diff, low, high))
+    if all(same.values()):
+        lines.append(
+            "- `best.pt` is `last.pt` for every run (the last periodic evaluation was the best): the tables show "
+            "`last.pt` alone."
+        )
+    elif any(same.values()):
+        ks = ", ".join(f"K={k}" for k, v in same.items() if v)
+        lines.append(f"- At {ks}, `best.pt` is `last.pt` for every seed (the last periodic evaluation was the best).")
+    lines += ["", "(From `last.pt` at the headline K and target; the tables below hold every number.)"]
+    lines += ["", f"### Headline: K = {k0}, target {t0:g}", ""]
     rows = [
         [f"`{c}.pt`", _score(r), f"{r['normalized_score_std_episodes']:.1f}", _ci(r), f"{r['length_mean']:.0f}"]
-        for c in CHECKPOINTS
+        for c in shown
         for r in [pick[(k0, c, t0)]]
     ]
     lines += _table(["checkpoint", "score mean ± std (seeds)", "std (episodes)", "95% CI", "mean length"], rows)
-    ref_min, ref_max, ref_source = dataset["refs"]
     if ref_source != D4RL:
         lines += [
             "",
@@ -165,7 +183,7 @@ def section(
     rows = [
         [f"{t:g}", f"`{c}.pt`", f"{r['return_mean']:.0f} ± {r['return_std_seeds']:.0f}", _score(r), _ci(r)]
         + [f"{r['length_mean']:.0f}"]
-        for c in CHECKPOINTS
+        for c in shown
         for t in params.targets
         for r in [pick[(k0, c, t)]]
     ]
@@ -175,7 +193,7 @@ def section(
     lines += ["", f"### Context length (target {t0:g})", ""]
     rows = [
         [f"{k}", f"`{c}.pt`", _score(r), _ci(r), f"{r['length_mean']:.0f}"]
-        for c in CHECKPOINTS
+        for c in shown
         for k in study.context_lens
         for r in [pick[(k, c, t0)]]
     ]
@@ -221,6 +239,10 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
+def first_rows(rows: list[dict], checkpoint: str, target: float) -> list[dict]:
+    return [r for r in rows if r["checkpoint"] == checkpoint and r["target"] == target]
+
+
 def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, name: str) -> dict:
     """One dataset's tables: its aggregate rows, per-seed rows, data statistics, and its PNGs written."""
     episodes = {run: read_episodes(run, paths.evals / name) for run in study.runs}
@@ -228,24 +250,35 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
     t0 = params.targets[0]
     per_seed = []
     for run in study.runs:
-        first = {c: [r for r in episodes[run] if r["checkpoint"] == c and r["target"] == t0] for c in CHECKPOINTS}
+        first = {c: first_rows(episodes[run], c, t0) for c in CHECKPOINTS}
         entry = {"context_len": run.context_len, "seed": run.seed}
         for c in CHECKPOINTS:
             entry[f"{c}_step"] = first[c][0]["step"]
             entry[f"{c}_score"] = float(np.mean([r["normalized_score"] for r in first[c]]))
         per_seed.append(entry)
+    differences = {}  # other K -> (difference of last.pt scores at the headline target, CI low, CI high)
+    k0 = study.context_lens[0]
+    for k in study.context_lens[1:]:
+        a, b = (
+            [
+                np.array([r["normalized_score"] for r in first_rows(episodes[Run(kk, s)], "last", t0)])
+                for s in study.seeds
+            ]
+            for kk in (k0, k)
+        )
+        differences[k] = difference_ci(a, b, params.bootstrap_resamples, params.seed)
     repair = paths.repair_reports / f"{name}.json"
     data = json.loads(repair.read_text()) if repair.exists() else {}
     evaluation = paths.evals / name / f"{study.runs[0].name}.json"  # the reference scores the scores used
     data["refs"] = reference_scores(json.loads(evaluation.read_text()) if evaluation.exists() else {}, params.env_id)
     plots_dir = paths.plots_dir / name
-    plots.return_conditioning(table, plots_dir / "return_conditioning.png")
+    plots.return_conditioning(table, plots_dir / "return_conditioning.png", data)
     plots.context_length([r for r in table if r["target"] == t0], plots_dir / "context_length.png")
     plots.learning_curves(
         {run.name: read_train_log(run, paths.train_logs / name) for run in study.runs},
         plots_dir / "learning_curves.png",
     )
-    return {"table": table, "per_seed": per_seed, "data": data}
+    return {"table": table, "per_seed": per_seed, "data": data, "differences": differences}
 
 
 def write_report(study: StudyParams, params_of: dict[str, EvalParams], paths: ReportPaths) -> dict:
@@ -258,7 +291,7 @@ def write_report(study: StudyParams, params_of: dict[str, EvalParams], paths: Re
         params = params_of[name]
         found = dataset_report(study, params, paths, name)
         table, per_seed = found["table"], found["per_seed"]
-        lines += section(study, params, table, per_seed, found["data"], name)
+        lines += section(study, params, found, name)
         metrics.update(flat_metrics(name, table, per_seed))
         pick, k0, t0 = by_key(table), study.context_lens[0], params.targets[0]
         return_rows += [

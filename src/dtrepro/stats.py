@@ -51,3 +51,20 @@ def score_summary(
         "length_mean": float(np.mean(lengths)),
         "episodes": len(returns),
     }
+
+
+def difference_ci(
+    a: list[np.ndarray], b: list[np.ndarray], resamples: int, seed: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """The difference of two across-seed means (`a` minus `b`, each a list of per-seed episode scores) and its
+    percentile bootstrap interval, every seed's episodes resampled on their own (as `bootstrap_ci`)."""
+    rng = np.random.default_rng(seed)
+
+    def draws(samples: list[np.ndarray]) -> np.ndarray:
+        means = [np.asarray(s, np.float64)[rng.integers(0, len(s), (resamples, len(s)))].mean(axis=1) for s in samples]
+        return np.mean(means, axis=0)
+
+    diff = float(np.mean([np.mean(s) for s in a]) - np.mean([np.mean(s) for s in b]))
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(draws(a) - draws(b), [tail, 100 - tail])
+    return diff, float(low), float(high)

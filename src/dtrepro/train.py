@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.distributed as dist
@@ -59,7 +59,7 @@ class TrainParams(Params):
     steps: Annotated[int, Field(ge=1)]
     grad_clip: Annotated[float, Field(gt=0)]
     return_scale: Annotated[float, Field(gt=0)]
-    amp: bool
+    amp: bool | Literal["auto"]  # auto: bf16 autocast on GPUs and CPUs with native bf16, else float32
     compile: bool
     device: str
     log_every: Annotated[int, Field(ge=1)]

@@ -1,0 +1,80 @@
+"""The report's findings in words come from its numbers: each verdict flips when the numbers do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dtrepro import device as device_module
+from dtrepro.device import autocast_dtype
+from dtrepro.findings import against_data, conditioning, context, same_checkpoints
+from dtrepro.stats import difference_ci
+
+REFS = (0.0, 100.0)  # returns equal scores: the CIs read the same on both scales
+
+
+def row(target, mean, low, high):
+    return {
+        "target": target,
+        "return_mean": mean,
+        "normalized_score_mean": mean,
+        "normalized_score_ci95_low": low,
+        "normalized_score_ci95_high": high,
+    }
+
+
+def test_conditioning_says_yes_only_when_every_step_separates():
+    apart = [row(400, 20, 19, 21), row(1800, 80, 79, 81), row(3600, 85, 84, 86)]
+    text = conditioning(apart, REFS)
+    assert "yes — the 95% CIs separate at every step" in text and "slope" in text
+    assert "over [400, 1800]: 0.04" in text  # (80 - 20) / 1400 in these units
+    overlapping = [row(400, 20, 19, 21), row(1800, 80, 79, 86), row(3600, 85, 84, 86)]
+    assert "CIs overlap at 1800→3600" in conditioning(overlapping, REFS)
+    flat = [row(400, 50, 45, 55), row(1800, 49, 44, 54), row(3600, 48, 43, 53)]
+    assert "no — asking for more does not get more" in conditioning(flat, REFS)
+    mixed = [row(400, 20, 19, 21), row(1800, 80, 79, 81), row(3600, 60, 59, 61)]
+    assert "partly" in conditioning(mixed, REFS) and "1800→3600 does not rise" in conditioning(mixed, REFS)
+
+
+def test_dt_against_its_data_reads_the_ratio_and_the_best_episode():
+    assert against_data(row(3600, 84.0, 83.0, 85.0), 40.0, 91.7) == (
+        "DT vs its data: 84.0, 2.1× the mean episode (40.0), below the best episode (91.7)."
+    )
+    assert "above the best episode" in against_data(row(3600, 95.0, 93.0, 97.0), 40.0, 91.7)
+    assert "level with the best episode" in against_data(row(3600, 91.0, 89.0, 93.0), 40.0, 91.7)
+
+
+def test_a_difference_is_significant_only_when_its_interval_leaves_zero():
+    rng = np.random.default_rng(0)
+    a = [rng.normal(60, 2, 20) for _ in range(3)]
+    shifted = [s - 10 for s in a]
+    diff, low, high = difference_ci(a, shifted, 2000, 0)
+    assert diff == pytest.approx(10) and 9 < low < 10 < high < 11
+    diff, low, high = difference_ci(a, [s.copy() for s in a], 2000, 0)
+    assert diff == 0 and low < 0 < high
+    assert context(20, 1, 4.1, -1.2, 9.3) == "K=20 vs K=1: difference 4.1, 95% CI [-1.2, 9.3], not significant."
+    assert context(20, 1, 4.1, 1.2, 9.3).endswith("significant.") and "not" not in context(20, 1, 4.1, 1.2, 9.3)
+
+
+def test_best_is_last_is_said_per_context_length():
+    per_seed = [
+        {"context_len": 20, "last_step": 3000, "best_step": 3000},
+        {"context_len": 20, "last_step": 3000, "best_step": 3000},
+        {"context_len": 1, "last_step": 3000, "best_step": 1500},
+    ]
+    assert same_checkpoints(per_seed, 20) and not same_checkpoints(per_seed, 1)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_uses_bf16_on_cpus_that_compute_it_natively(monkeypatch, native):
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native else None)
+    assert autocast_dtype(cpu, True) == torch.bfloat16  # true forces it
+    assert autocast_dtype(cpu, False) is None  # false forces float32
+
+
+def test_this_cpus_flags_are_read():
+    flags = open("/proc/cpuinfo").read().split()
+    assert device_module.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
