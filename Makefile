@@ -7,7 +7,7 @@ PROFILE ?=
 # a named run (profiles/$(PROFILE).yaml, as the DVC experiment $(PROFILE)), or the workspace's params.yaml as it is
 EXP_RUN = $(if $(PROFILE),$(BIN)/python -m dtrepro.profiles run $(PROFILE),$(BIN)/dvc exp run)
 
-.PHONY: install test test-fast lint repro ablations demo suite suite-smoke bench docker-build docker-test clean help
+.PHONY: install test test-fast lint repro ablations demo suite suite-smoke bench bench-gpu docker-build docker-test clean help
 
 help:
 	@echo "make install    create .venv and install the locked dependencies and dtrepro"
@@ -19,6 +19,7 @@ help:
 	@echo "make suite      the DT paper's D4RL table: nine datasets at the headline K -> results/suite.md"
 	@echo "make suite-smoke  the suite's pipeline on three envs' collected data, offline, in minutes"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make bench-gpu  the GPU table to paste: large-batch training, 60-episode evaluation, CUDA paths"
 	@echo "make lint       ruff and hadolint"
 	@echo "make docker-build  docker build -t dtrepro . (DOCKER=podman to use podman)"
 	@echo "make docker-test   build with podman on a local Debian base and run the smoke pipeline in it"
@@ -65,6 +66,10 @@ suite-smoke: install
 
 bench: install
 	for b in bench/repair.py bench/collect.py bench/train.py bench/evaluate.py bench/noop.py; do $(BIN)/python $$b || exit 1; done
+
+# On a machine with a GPU (no internet needed: it collects its Hopper data first).
+bench-gpu: install
+	$(BIN)/python bench/gpu.py
 
 DOCKER ?= docker
 docker-build:

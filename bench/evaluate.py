@@ -34,14 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dtrepro.device import pick_device
+from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.envbatch import EnvBatch
 from dtrepro.episodes import env_threads, run_episodes
+from dtrepro.eval_spec import EvalParams
 from dtrepro.policy import Policy, policy_from_checkpoint
 from dtrepro.runs import Run
 from dtrepro.train import train
 
-from common import clean_hopper_file, paper_params
+from common import HOPPER, clean_hopper_file, paper_params
 from reference import run_episodes_one_by_one
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,9 +177,19 @@ def main() -> None:
     where = f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"model: embed {cfg.embed_dim}, {cfg.layers} layers, {cfg.heads} heads, K={cfg.context_len}; {where}")
     seeds, target = list(range(1000, 1000 + EPISODES)), 3.5 if device.type == "cpu" else 10.0
-    compare(policy, "float32", seeds, args.repeats, target)
-    policy.amp_dtype = torch.bfloat16
-    compare(policy, "bf16 autocast (eval.amp)", seeds, args.repeats, target)
+    amp = EvalParams.from_params(ROOT / "params.yaml", HOPPER).amp
+    policy.amp_dtype = autocast_dtype(device, amp)
+    compare(
+        policy, f"default settings (eval.amp: {amp} -> {policy.amp_dtype or 'float32'})", seeds, args.repeats, target
+    )
+    policy.amp_dtype = None if policy.amp_dtype else torch.bfloat16
+    compare(
+        policy,
+        "float32 (eval.amp: false)" if policy.amp_dtype is None else "bf16 (eval.amp: true)",
+        seeds,
+        args.repeats,
+        target,
+    )
 
 
 if __name__ == "__main__":

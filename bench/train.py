@@ -9,6 +9,10 @@
    the stage's own loop (`train`: sampling, logging, progress bar; its log's
    per-window throughput), and the share of a step spent outside the model,
    against the same steps on one fixed batch. Target: <= 5%.
+3. Precision, side by side in this run: the preset's default (`train.amp: auto`:
+   bf16 autocast on a CPU with native bf16) against float32 (`train.amp: false`),
+   both through the stage's own loop. Target: <= 0.6x float32's step time where
+   the CPU has native bf16.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 
 from dtrepro.data.d4rl import read_d4rl
+from dtrepro.device import autocast_dtype, cpu_has_native_bf16
 from dtrepro.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, action_loss
 from dtrepro.runs import Run
 from dtrepro.sampler import Trajectories, WindowSampler
@@ -87,16 +92,25 @@ def bench_sampler(data) -> None:
     )
 
 
-def bench_step(clean: Path, tmp: Path) -> None:
-    """The stage's own loop (`train`) against the same steps on one fixed batch: model, loss and update only."""
-    steps, log_every = 200, 20
-    params = paper_params(steps=steps, log_every=log_every, eval_every=10**9, checkpoint_every=10**9, eval_episodes=1)
+def stage_step(clean: Path, tmp: Path, name: str, steps: int = 200, **train_values) -> tuple[float, float]:
+    """(seconds per step in the stage's own loop, seconds for the whole stage) for the paper preset."""
+    params = paper_params(
+        steps=steps, log_every=20, eval_every=10**9, checkpoint_every=10**9, eval_episodes=1, **train_values
+    )
     start = time.perf_counter()
-    train(params, Run(K, 0), clean, tmp / "m", tmp / "log.tsv", tmp / "train.json")
+    train(params, Run(K, 0), clean, tmp / name, tmp / f"{name}.tsv", tmp / f"{name}.json")
     whole = time.perf_counter() - start
-    with open(tmp / "log.tsv") as f:  # the loop's own throughput per window, without set-up or the final evaluation
+    with open(tmp / f"{name}.tsv") as f:  # the loop's own throughput per window, without set-up or evaluation
         rates = [float(r["samples_per_s"]) for r in csv.DictReader(f, delimiter="\t") if r["samples_per_s"]]
-    full = params.batch_size / float(np.median(rates[1:]))  # the first window holds the warm-up
+    return params.batch_size / float(np.median(rates[1:])), whole  # the first window holds the warm-up
+
+
+def bench_step(clean: Path, tmp: Path) -> float:
+    """The stage's own loop (`train`) against the same steps on one fixed batch: model, loss and update only.
+    Both in float32, so that the share outside the model is not the autocast's; returns float32's s/step."""
+    steps = 200
+    params = paper_params(amp=False)
+    full, whole = stage_step(clean, tmp, "fp32", steps, amp=False)
 
     data = Trajectories.from_d4rl(read_d4rl(clean), params.return_scale, MAX_TIMESTEP, "cpu")
     fixed = WindowSampler(data, K, params.batch_size, 0).sample()
@@ -122,11 +136,28 @@ def bench_step(clean: Path, tmp: Path) -> None:
     tokens = params.batch_size * 3 * K / full
     share = max(0.0, 1 - model_only / full)
     print(
-        f"paper preset on {torch.get_num_threads()} CPU threads: {full * 1e3:.1f} ms/step, {tokens:,.0f} tokens/s; "
+        f"paper preset, float32, on {torch.get_num_threads()} CPU threads: {full * 1e3:.1f} ms/step, "
+        f"{tokens:,.0f} tokens/s; "
         f"model alone {model_only * 1e3:.1f} ms/step -> {100 * share:.1f}% of a step outside the model "
         f"(sampling alone {sampling * 1e3:.2f} ms = {100 * sampling / full:.2f}%) "
         f"({'OK' if share <= 0.05 else 'OVER'} against 5%); the whole stage for {steps} steps, with set-up, "
         f"one evaluation and the checkpoints: {whole:.1f} s"
+    )
+    return full
+
+
+def bench_precision(clean: Path, tmp: Path, float32: float) -> None:
+    """The preset's default precision (train.amp: auto) against float32's step time measured in this run."""
+    amp = paper_params().amp
+    dtype = autocast_dtype(torch.device("cpu"), amp)
+    default, _ = stage_step(clean, tmp, "default")
+    ratio = default / float32
+    native = cpu_has_native_bf16()
+    verdict = ("OK" if ratio <= 0.6 else "OVER") if native else "no native bf16 here: float32 is the default"
+    print(
+        f"paper preset, default precision (train.amp: {amp} -> {dtype or 'float32'}; native CPU bf16: {native}): "
+        f"{default * 1e3:.1f} ms/step vs float32 {float32 * 1e3:.1f} ms/step -> {ratio:.2f}x ({verdict} against "
+        f"0.6x)"
     )
 
 
@@ -134,7 +165,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clean, data = clean_hopper_file(Path(tmp), ROWS)
         bench_sampler(data)
-        bench_step(clean, Path(tmp))
+        float32 = bench_step(clean, Path(tmp))
+        bench_precision(clean, Path(tmp), float32)
 
 
 if __name__ == "__main__":
