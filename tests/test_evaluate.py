@@ -161,9 +161,15 @@ def test_metrics_schema_is_stable_and_matches_the_episode_rows(checkpoints, tmp_
     metrics = evaluate_checkpoints(checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     expected = {"env_id", "episodes", "seed", "context_len", "train_seed", "last.step", "best.step"}
+    expected |= {"ref_min_score", "ref_max_score", "ref_scores_source"}  # what the scores were normalised with
     expected |= {f"{c}.target_{t}.{f}" for c in ("last", "best") for t in (3600, 400) for f in RECORD_FIELDS}
     assert set(metrics) == expected
     assert metrics["env_id"] == "Hopper-v4" and metrics["last.step"] == 40 and metrics["best.step"] == 20
+    assert (metrics["ref_min_score"], metrics["ref_max_score"], metrics["ref_scores_source"]) == (
+        -20.272305,
+        3234.3,
+        "d4rl",
+    )
     with open(tmp_path / "e.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["checkpoint", "step", "target", "episode", "seed", "return", "length", "normalized_score"]
