@@ -262,6 +262,7 @@ def test_stage_script_reports_one_paragraph_and_exit_2(server, tmp_path):
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params(data={"url": f"{server.url}/missing.hdf5"})))
     outputs = ["--output", str(out), "--policy", str(tmp_path / "p.json"), "--metrics", str(tmp_path / "m.json")]
+    outputs += ["--minari-dir", str(tmp_path / "minari")]
     proc = subprocess.run(
         [sys.executable, "stages/source.py", "--params", str(params_path), "--dataset", HOPPER, *outputs],
         cwd=ROOT,
