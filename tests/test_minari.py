@@ -192,3 +192,15 @@ def test_the_smoke_pipeline_runs_on_a_minari_dataset_named_alone(tmp_path):
     exported = repo / f"data/{MINARI_ID}/minari/{MINARI_ID}/data/main_data.hdf5"
     assert exported.is_file()
     assert "Data and pipelines are up to date." in run(["dvc", "status"], repo).stdout
+
+
+def test_a_dataset_recorded_on_another_env_than_its_id_names_is_refused(minari_home):
+    import minari
+
+    env = minari.DataCollector(gym.make("Hopper-v4", max_episode_steps=20), record_infos=False)
+    env.reset(seed=0)
+    for _ in range(20):
+        env.step(env.action_space.sample())
+    env.create_dataset(dataset_id="test/hopper/old-v0", algorithm_name="random")
+    with pytest.raises(DtreproError, match="records the env Hopper-v4, but the pipeline trains and evaluates"):
+        to_d4rl(minari.load_dataset("test/hopper/old-v0"), "test/hopper/old-v0")

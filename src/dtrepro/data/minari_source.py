@@ -105,10 +105,12 @@ def to_d4rl(dataset, name: str) -> D4RLData:
     _flat_box(dataset.action_space, "an action", name)
     recorded = spec.env_spec.id if spec.env_spec is not None else None
     expected = env_id(name, "")
-    if recorded is not None and recorded.split("-")[0] != expected.split("-")[0]:
+    if recorded is not None and recorded != expected:
         raise DtreproError(
-            f"The Minari dataset {name} records the env {recorded}, but its id names {expected.split('-')[0]} "
-            f"(the second-to-last part of the id picks the env). Use an id whose env part is that of the data."
+            f"The Minari dataset {name} records the env {recorded}, but the pipeline trains and evaluates "
+            f"{'/'.join(name.split('/')[-2:-1])} datasets of Minari on {expected} (the env Minari's MuJoCo datasets "
+            f"were collected on; the second-to-last part of the id picks the env). Record the dataset on {expected}, "
+            f"or use an id whose env part is that of the data."
         )
     parts: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards")}
     parts.update(terminals=[], timeouts=[])
