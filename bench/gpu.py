@@ -13,7 +13,7 @@ needs no internet; or `--data` for a clean file you bring):
 3. Which CUDA paths ran: GPU-resident data, TF32, fused AdamW, compile, bf16 autocast, and the
    fp16 GradScaler path (a short run with bf16 reported missing, as on a GPU without it).
 
-`--device cpu --steps 20 --episodes 2` runs the same code small on a CPU, to check it.
+`--device cpu --steps 20 --episodes 2` runs the same code small on a CPU.
 """
 
 from __future__ import annotations
