@@ -55,6 +55,11 @@ def read_episodes(run: Run, folder: Path) -> list[dict]:
     return rows
 
 
+def episodes_at(rows: list[dict], checkpoint: str, target: float) -> list[dict]:
+    """One run's episode rows of one checkpoint at one target."""
+    return [r for r in rows if r["checkpoint"] == checkpoint and r["target"] == target]
+
+
 def read_train_log(run: Run, folder: Path) -> list[dict]:
     path = folder / f"{run.name}.tsv"
     if not path.exists():
@@ -69,10 +74,7 @@ def aggregate(study: StudyParams, params: EvalParams, episodes: dict[Run, list[d
     for k in study.context_lens:
         for ckpt in CHECKPOINTS:
             for target in params.targets:
-                per_seed = [
-                    [r for r in episodes[Run(k, s)] if r["checkpoint"] == ckpt and r["target"] == target]
-                    for s in study.seeds
-                ]
+                per_seed = [episodes_at(episodes[Run(k, s)], ckpt, target) for s in study.seeds]
                 if any(not rows for rows in per_seed):
                     raise DtreproError(
                         f"The evaluations of K={k} lack {ckpt}.pt at target {target:g}: they were made with "
@@ -239,10 +241,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
-def first_rows(rows: list[dict], checkpoint: str, target: float) -> list[dict]:
-    return [r for r in rows if r["checkpoint"] == checkpoint and r["target"] == target]
-
-
 def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, name: str) -> dict:
     """One dataset's tables: its aggregate rows, per-seed rows, data statistics, and its PNGs written."""
     episodes = {run: read_episodes(run, paths.evals / name) for run in study.runs}
@@ -250,7 +248,7 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
     t0 = params.targets[0]
     per_seed = []
     for run in study.runs:
-        first = {c: first_rows(episodes[run], c, t0) for c in CHECKPOINTS}
+        first = {c: episodes_at(episodes[run], c, t0) for c in CHECKPOINTS}
         entry = {"context_len": run.context_len, "seed": run.seed}
         for c in CHECKPOINTS:
             entry[f"{c}_step"] = first[c][0]["step"]
@@ -261,7 +259,7 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
     for k in study.context_lens[1:]:
         a, b = (
             [
-                np.array([r["normalized_score"] for r in first_rows(episodes[Run(kk, s)], "last", t0)])
+                np.array([r["normalized_score"] for r in episodes_at(episodes[Run(kk, s)], "last", t0)])
                 for s in study.seeds
             ]
             for kk in (k0, k)

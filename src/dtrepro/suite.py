@@ -27,7 +27,7 @@ from dtrepro import plots
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.datasets import PUBLISHED, PUBLISHED_SOURCES, published_text
 from dtrepro.eval_spec import CHECKPOINTS, EvalParams
-from dtrepro.report import read_episodes
+from dtrepro.report import episodes_at, read_episodes
 from dtrepro.runs import Run, StudyParams
 from dtrepro.stats import bootstrap_ci
 
@@ -113,10 +113,7 @@ def run_scores(study: StudyParams, params_of: dict[str, EvalParams], evals: Path
         t0 = params_of[name].targets[0]
         episodes = {s: read_episodes(Run(k0, s), evals / name) for s in study.seeds}
         found[name] = {
-            c: [
-                np.array([r["normalized_score"] for r in episodes[s] if r["checkpoint"] == c and r["target"] == t0])
-                for s in study.seeds
-            ]
+            c: [np.array([r["normalized_score"] for r in episodes_at(episodes[s], c, t0)]) for s in study.seeds]
             for c in CHECKPOINTS
         }
     return found
