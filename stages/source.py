@@ -48,8 +48,7 @@ def main(argv=None):
         policies = "; ".join(
             f"{name} policy score {result[f'{name}_normalized_mean']:.1f} after {result[f'{name}_env_steps']:,} "
             f"env steps"
-            for name in ("medium", "expert")
-            if f"{name}_env_steps" in result
+            for name in [key.removesuffix("_env_steps") for key in result if key.endswith("_env_steps")]
         )
         print(
             f"collect {args.dataset}: {policies or 'random actions'}; {result['rows']:,} rows, "

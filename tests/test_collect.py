@@ -177,6 +177,36 @@ def test_medium_expert_is_the_medium_rollouts_then_the_expert_ones(tmp_path):
     assert returns[1] > returns[0]  # the expert half's episodes earn more
 
 
+@pytest.mark.slow
+def test_mixed_is_one_policy_per_band_in_turn_each_rolled_out(tmp_path):
+    """The kind mixed (not D4RL's): `steps` rows of each policy, the first ARS reaches in each band."""
+    bands = [[11, 13], [14, 1000]]
+    mixed = kind("collected-hopper-mixed", steps=2000, mixed_bands=bands)
+    _, (raw, policy_path, metrics_path) = collect_into(tmp_path, mixed)
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["rows"] == 2 * mixed.steps and metrics["kind"] == "mixed"
+    for i, (low, high) in enumerate(bands, 1):
+        assert low <= metrics[f"policy{i}_normalized_mean"] <= high
+    assert metrics["policy2_env_steps"] > metrics["policy1_env_steps"]  # trained on from the first policy
+    assert set(json.loads(policy_path.read_text())["policies"]) == {"policy1", "policy2"}
+    data = read_d4rl(raw)
+    assert data.metadata["kind"] == "mixed" and data.rows == 2 * mixed.steps
+
+
+@pytest.mark.parametrize(
+    "bands, message",
+    [([], "mixed_bands is empty"), ([[60, 50]], r"\[60.0, 50.0\] is not a band"), ([[1, 2, 3]], "mixed_bands.0")],
+)
+def test_bad_mixed_bands(bands, message):
+    with pytest.raises(DtreproError, match=message):
+        kind("collected-hopper-mixed", mixed_bands=bands)
+
+
+def test_mixed_is_made_here_only():
+    with pytest.raises(DtreproError, match="Unknown dataset name 'hopper-mixed-v2'"):
+        kind("hopper-mixed-v2")
+
+
 def test_random_is_uniform_random_actions(tmp_path):
     random = kind("collected-walker2d-random", steps=1500)
     _, (raw, _, metrics_path) = collect_into(tmp_path, random)

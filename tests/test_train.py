@@ -19,7 +19,7 @@ from dtrepro.errors import DtreproError
 from dtrepro.model import DecisionTransformer, ModelConfig
 from dtrepro.policy import policy_from_checkpoint
 from dtrepro.runs import Run
-from dtrepro.train import LOG_FIELDS, TrainParams, train
+from dtrepro.train import LOG_FIELDS, LR_FLOOR, TrainParams, lr_factor, train
 
 from helpers import HOPPER, ROOT, one_line, params, run
 
@@ -27,6 +27,7 @@ TINY_MODEL = {"embed_dim": 32, "layers": 1, "heads": 2, "dropout": 0.1}
 TINY_TRAIN = {
     "batch_size": 16,
     "warmup_steps": 5,
+    "lr_decay": "none",
     "steps": 40,
     "amp": False,
     "compile": False,
@@ -159,6 +160,27 @@ def test_a_complete_run_writes_its_outputs_again_without_training(clean_file, tm
     assert log_rows(out / "log.tsv") == before and json.loads((out / "train.json").read_text())["steps"] == 40
     after = weights(out / "models" / "last.pt")
     assert all(torch.equal(weights_before[k], after[k]) for k in after)
+
+
+def test_lr_warms_up_then_stays_or_decays_by_a_cosine_to_the_floor():
+    steps, warmup = 100, 10
+    constant = TrainParams.from_params(
+        params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": steps, "warmup_steps": warmup}), HOPPER
+    )
+    cosine = constant.model_copy(update={"lr_decay": "cosine"})
+    for chosen in (constant, cosine):
+        assert [lr_factor(chosen, s) for s in range(warmup)] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    assert {lr_factor(constant, s) for s in range(warmup, steps)} == {1.0}
+    decay = [lr_factor(cosine, s) for s in range(warmup - 1, steps)]
+    assert decay[0] == 1.0 and decay[-1] == pytest.approx(LR_FLOOR) and all(np.diff(decay) < 0)
+    assert lr_factor(cosine, (warmup - 1 + steps - 1) // 2) == pytest.approx((1 + LR_FLOOR) / 2, abs=0.02)
+
+
+def test_the_log_shows_the_decaying_rate_of_a_cosine_run(clean_file, tmp_path):
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml", lr_decay="cosine", lr=1e-3), data=clean_file)
+    assert train_stage(cmd).returncode == 0
+    logged = [float(r["lr"]) for r in log_rows(out / "log.tsv") if r["lr"]]
+    assert logged[-1] == pytest.approx(1e-3 * LR_FLOOR) and all(np.diff(logged[1:]) < 0)
 
 
 def test_a_truncated_last_pt_is_said_then_training_starts_afresh(clean_file, tmp_path):

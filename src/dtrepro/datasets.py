@@ -4,9 +4,10 @@
 `walker2d-medium-replay-v2`) is downloaded: it names a file under D4RL's folder, with its published
 size and SHA-256 (d4rl_files.tsv). A name `collected-<env>-<kind>` (e.g.
 `collected-walker2d-medium-replay`) is made here, offline, by the collect source, the way D4RL made
-that kind. A Minari id (`<namespace>/<env>/<name>-v<N>`, e.g. `mujoco/hopper/medium-v0`) is loaded
-with the `minari` package: its data are not D4RL's, so its scores are not comparable with the
-paper's, and it is trained and evaluated on the `-v5` env Minari's MuJoCo datasets record. Either
+that kind (or, for the kind `mixed`, which D4RL has not, from policies of several score bands). A
+Minari id (`<namespace>/<env>/<name>-v<N>`, e.g. `mujoco/hopper/medium-v0`) is loaded with the
+`minari` package: its data are not D4RL's, so its scores are not comparable with the paper's, and
+it is trained and evaluated on the `-v5` env Minari's MuJoCo datasets record. Either
 way the env picks a family, which gives the gymnasium env to train and evaluate
 on (`-v4` by default, the closest to the `-v2` envs D4RL collected on; `data.env_version: v5` for
 gymnasium's newer ones), the Decision Transformer paper's target returns plus the low target of
@@ -77,7 +78,8 @@ def env_id(dataset: str, version: str) -> str:
 
 
 D4RL_BASE_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
-KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")  # D4RL's
+COLLECTED_KINDS = (*KINDS, "mixed")  # made here: D4RL's, and mixed (policies of several score bands)
 D4RL_VERSIONS = ("v0", "v1", "v2")
 COLLECTED = "collected"  # the first word of the name of a dataset made here
 MINARI_SEP = "/"  # Minari ids are paths: <namespace>/<env>/<name>-v<N>
@@ -115,7 +117,7 @@ class Dataset:
     name: str
     source: str  # how the source stage gets it: download (D4RL's file), collect (made here) or minari
     env: str  # the family's key: hopper, walker2d, halfcheetah
-    kind: str  # one of KINDS (for a Minari id, its name: medium, expert, simple, ...)
+    kind: str  # one of KINDS, or COLLECTED_KINDS when collected (for a Minari id, its name: medium, simple, ...)
     version: str | None  # the dataset's version (D4RL's v0, v1, v2; Minari's v0, ...); None for a collected one
 
     @property
@@ -153,12 +155,17 @@ def lookup(name: str) -> Dataset:
         env, kind, version = (parts[1] if len(parts) > 1 else ""), "-".join(parts[2:]), None
     else:
         env, kind, version = parts[0], "-".join(parts[1:-1]), parts[-1]
-    if env in FAMILIES and kind in KINDS and (version is None or version in D4RL_VERSIONS):
+    if (
+        env in FAMILIES
+        and kind in (COLLECTED_KINDS if version is None else KINDS)
+        and version in (None, *D4RL_VERSIONS)
+    ):
         return Dataset(name, "collect" if version is None else "download", env, kind, version)
     raise DtreproError(
         f"Unknown dataset name {name!r} in study.datasets. D4RL's are <env>-<kind>-<version> with env in "
         f"{list(FAMILIES)}, kind in {list(KINDS)} and version in {list(D4RL_VERSIONS)}, e.g. 'hopper-medium-v2'; "
-        f"datasets made here offline are {COLLECTED}-<env>-<kind>, e.g. '{COLLECTED}-walker2d-medium-replay'; "
+        f"datasets made here offline are {COLLECTED}-<env>-<kind> with kind in {list(COLLECTED_KINDS)}, e.g. "
+        f"'{COLLECTED}-walker2d-medium-replay'; "
         f"Minari's are <namespace>/<env>/<name>-v<N>, e.g. 'mujoco/hopper/medium-v0'. "
         f"To use any other file in D4RL's layout, name the D4RL dataset it stands for and set data.url to it."
     )

@@ -20,6 +20,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -43,6 +44,8 @@ from dtrepro.sampler import Trajectories, WindowSampler
 from dtrepro.scores import normalized_score, reference_scores
 
 LOG_FIELDS = ("step", "loss", "lr", "samples_per_s", "tokens_per_s", "eval_return", "eval_score")
+# the cosine decay ends at this share of train.lr, as the DT paper's Atari trainer (minGPT's) does
+LR_FLOOR = 0.1
 # train keys that do not change what is learnt: left out of the resume fingerprint and of dvc.yaml's params
 NOT_IN_RESULTS = ("device", "log_every")
 
@@ -56,6 +59,7 @@ class TrainParams(Params):
     lr: Annotated[float, Field(gt=0)]
     weight_decay: Annotated[float, Field(ge=0)]
     warmup_steps: Annotated[int, Field(ge=0)]
+    lr_decay: Literal["none", "cosine"]  # after warm-up: constant, or a cosine down to LR_FLOOR of lr at the last step
     steps: Annotated[int, Field(ge=1)]
     grad_clip: Annotated[float, Field(gt=0)]
     return_scale: Annotated[float, Field(gt=0)]
@@ -109,6 +113,15 @@ def check_data_fits_env(data: Trajectories, env_id: str, data_path) -> None:
             f"has {want[0][0]}-dim observations and {want[1][0]}-dim actions. Train on a dataset of that env, "
             f"or set train.env_id (and eval.env_id) to the env the data came from."
         )
+
+
+def lr_factor(params: TrainParams, step: int) -> float:
+    """The learning rate at a step over train.lr: linear warm-up, then constant or a cosine to LR_FLOOR."""
+    warmup = max(1, params.warmup_steps)
+    if step + 1 < warmup or params.lr_decay == "none":
+        return min(1.0, (step + 1) / warmup)
+    progress = min(1.0, (step + 1 - warmup) / max(1, params.steps - warmup))
+    return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class TrainLog:
@@ -172,8 +185,7 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
     )
     model = DecisionTransformer(model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=fused_adamw)
-    warmup = max(1, params.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, params))
 
     checkpoints = Checkpoints(out_dir, params.fingerprint(run, data_sha256), ddp)
     state = checkpoints.resume(model, optimizer, scheduler, scaler, sampler)

@@ -12,7 +12,10 @@ Policies act with Gaussian exploration noise (`action_noise`). The kinds (Fu et 
 - medium-replay: every episode ARS ran while it trained, up to the medium stop (D4RL's
   replay buffer of the medium agent's training); as many rows as that took;
 - medium-expert: `steps` rows of the medium policy, then `steps` of the expert one;
-- expert: `steps` rows of the expert policy.
+- expert: `steps` rows of the expert policy;
+- mixed (not one of D4RL's): `steps` rows of each of the policies ARS passes through on its way,
+  the first in each band of `mixed_bands` in turn -- data of several behaviour qualities, so that
+  the return asked for picks a behaviour (the return-conditioning study of `make demo`).
 
 One seed fixes everything, so the same seed gives a byte-identical file.
 """
@@ -58,6 +61,8 @@ class CollectParams(Params):
     band_high: float
     expert_band_low: float
     expert_band_high: float
+    # kind mixed: score bands [low, high], each policy the first in its band
+    mixed_bands: list[Annotated[list[float], Field(min_length=2, max_length=2)]]
     max_steps: Annotated[int, Field(ge=1)]
     eval_episodes: Annotated[int, Field(ge=1)]
     action_noise: Annotated[float, Field(gt=0)]  # the rollouts are stochastic
@@ -75,6 +80,11 @@ class CollectParams(Params):
         for low, high in (("band_low", "band_high"), ("expert_band_low", "expert_band_high")):
             if getattr(self, high) <= getattr(self, low):
                 raise ValueError(f"{low}={getattr(self, low)} and {high}={getattr(self, high)} do not make a band")
+        if self.kind == "mixed" and not self.mixed_bands:
+            raise ValueError("mixed_bands is empty: the kind mixed needs at least one score band")
+        for low, high in self.mixed_bands:
+            if high <= low:
+                raise ValueError(f"mixed_bands: [{low}, {high}] is not a band (the first bound must be the lower)")
         if self.top > self.directions:
             raise ValueError(f"top={self.top} must be at most directions={self.directions}")
         return self
@@ -174,8 +184,9 @@ def collect(params: CollectParams) -> tuple[D4RLData, dict[str, Behaviour], floa
     kind = params.kind
     medium = ("medium", (params.band_low, params.band_high))
     expert = ("expert", (params.expert_band_low, params.expert_band_high))
+    mixed = [(f"policy{i}", tuple(band)) for i, band in enumerate(params.mixed_bands, 1)]
     stops = {"random": [], "medium": [medium], "medium-replay": [medium], "medium-expert": [medium, expert]}
-    stops = stops.get(kind, [expert])
+    stops = stops.get(kind, mixed if kind == "mixed" else [expert])
     replay: list[dict[str, np.ndarray]] = []
     bands = [band for _, band in stops]
     found = train_behaviour(params, bands, replay if kind == "medium-replay" else None) if stops else []
