@@ -16,7 +16,7 @@
    `final_action`, which computes only the action that is used. What batching
    can gain is bounded by batch 20's cost against 20 times batch 1's.
 
-The model is a checkpoint (`--checkpoint`, e.g. models/collected-hopper-medium-expert/k20-seed0/last.pt
+The model is a checkpoint (`--checkpoint`, e.g. models/collected-hopper-mixed/k20-seed0/last.pt
 after `make demo`), or else a paper-preset model trained here for a few hundred steps
 so that its episodes last. The default settings (eval.amp: auto, bf16 on a CPU with
 native bf16) are measured first, against the target; then the other precision.

@@ -44,7 +44,8 @@ from dtrepro.sampler import Trajectories, WindowSampler
 from dtrepro.scores import normalized_score, reference_scores
 
 LOG_FIELDS = ("step", "loss", "lr", "samples_per_s", "tokens_per_s", "eval_return", "eval_score")
-# the cosine decay ends at this share of train.lr, as the DT paper's Atari trainer (minGPT's) does
+# the cosine decay ends at this share of train.lr: the floor of the DT paper's Atari trainer (minGPT's),
+# which clips its cosine there where this one is scaled to reach it at the last step
 LR_FLOOR = 0.1
 # train keys that do not change what is learnt: left out of the resume fingerprint and of dvc.yaml's params
 NOT_IN_RESULTS = ("device", "log_every")
