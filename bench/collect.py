@@ -39,7 +39,8 @@ def main() -> None:
     params = CollectParams.from_params(demo, demo["study"]["datasets"][0])
     start = time.perf_counter()
     data, behaviours, rate = collect(params)
-    first, last = list(behaviours.values())[0], list(behaviours.values())[-1]
+    policies = list(behaviours.values())
+    first, last = policies[0], policies[-1]
     total = time.perf_counter() - start
     ref = reference_rate(noisy(first.policy, params.action_noise, 0), params.env_id)
     print(

@@ -185,8 +185,14 @@ def collect(params: CollectParams) -> tuple[D4RLData, dict[str, Behaviour], floa
     medium = ("medium", (params.band_low, params.band_high))
     expert = ("expert", (params.expert_band_low, params.expert_band_high))
     mixed = [(f"policy{i}", tuple(band)) for i, band in enumerate(params.mixed_bands, 1)]
-    stops = {"random": [], "medium": [medium], "medium-replay": [medium], "medium-expert": [medium, expert]}
-    stops = stops.get(kind, mixed if kind == "mixed" else [expert])
+    stops = {
+        "random": [],
+        "medium": [medium],
+        "medium-replay": [medium],
+        "medium-expert": [medium, expert],
+        "expert": [expert],
+        "mixed": mixed,
+    }[kind]
     replay: list[dict[str, np.ndarray]] = []
     bands = [band for _, band in stops]
     found = train_behaviour(params, bands, replay if kind == "medium-replay" else None) if stops else []
