@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from dtrepro.collect.dataset import CollectParams, collect, noisy
+from dtrepro.collect.dataset import CollectParams, Noisy, collect
 from dtrepro.profiles import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def main() -> None:
     policies = list(behaviours.values())
     first, last = policies[0], policies[-1]
     total = time.perf_counter() - start
-    ref = reference_rate(noisy(first.policy, params.action_noise, 0), params.env_id)
+    ref = reference_rate(Noisy(first.policy, params.action_noise, 0), params.env_id)
     print(
         f"demo collection: {data.rows:,} rows of {len(behaviours)} behaviour policies, the last after "
         f"{last.env_steps:,} training steps"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dtrepro.collect.ars import LinearPolicy
-from dtrepro.collect.dataset import CollectParams, collect_to_files
+from dtrepro.collect.dataset import CollectParams, collect, collect_to_files
 from dtrepro.data.d4rl import read_d4rl
 from dtrepro.data.episodes import episode_ends, episode_stats
 from dtrepro.data.repair import RepairParams, repair_file
@@ -191,6 +191,29 @@ def test_mixed_is_one_policy_per_band_in_turn_each_rolled_out(tmp_path):
     assert set(json.loads(policy_path.read_text())["policies"]) == {"policy1", "policy2"}
     data = read_d4rl(raw)
     assert data.metadata["kind"] == "mixed" and data.rows == 2 * mixed.steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "dataset, values",
+    [
+        ("collected-hopper-mixed", {"steps": 1500, "mixed_bands": [[11, 13], [14, 1000]]}),
+        ("collected-hopper-medium-replay", {}),
+        ("collected-hopper-random", {"steps": 1500}),
+    ],
+)
+def test_one_worker_or_two_make_the_same_data(dataset, values):
+    """Episodes and rollouts run in worker processes, one per core: each is fixed by its seed, so the data and
+    the policies are the same whether one process made them or two."""
+    chosen = kind(dataset, **values)
+    (one, found_one, _), (two, found_two, _) = collect(chosen, workers=1), collect(chosen, workers=2)
+    assert one.rows > 0 and one.arrays.keys() == two.arrays.keys()
+    for key in one.arrays:
+        np.testing.assert_array_equal(one.arrays[key], two.arrays[key], err_msg=key)
+    assert found_one.keys() == found_two.keys()
+    for name in found_one:
+        np.testing.assert_array_equal(found_one[name].policy.weights, found_two[name].policy.weights)
+        assert found_one[name].env_steps == found_two[name].env_steps
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ local optimum (evaluation and data use the env's own reward).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -98,6 +99,21 @@ def episode(env, policy: LinearPolicy, seed: int, shift: float, record: list | N
     return shifted, total, np.array(states)
 
 
+_ENVS: dict = {}  # this process's envs, one per (env id, step limit), kept between episodes
+
+
+def seeded_episode(job: tuple) -> tuple[float, float, np.ndarray, dict | None]:
+    """`episode` as a job for `worker_map`: (env id, step limit, policy, seed, shift, record?) -> (shifted
+    return, true return, visited states, the transitions or None). A reset with the seed fixes the episode,
+    whatever ran before in the same env."""
+    env_id, max_episode_steps, policy, seed, shift, keep = job
+    key = (env_id, max_episode_steps)
+    env = _ENVS[key] if key in _ENVS else _ENVS.setdefault(key, make_env(env_id, max_episode_steps))
+    record = [] if keep else None
+    shifted, total, states = episode(env, policy, seed, shift, record)
+    return shifted, total, states, record[0] if keep else None
+
+
 def transitions(rows: list[tuple]) -> dict[str, np.ndarray]:
     """One episode's rows as D4RL's arrays."""
     obs, action, reward, next_obs, terminal, timeout, qpos, qvel = zip(*rows, strict=True)
@@ -116,11 +132,12 @@ def transitions(rows: list[tuple]) -> dict[str, np.ndarray]:
 class ARS:
     """The training state; `iterate()` runs one ARS update and reports its progress."""
 
-    def __init__(self, env_id: str, config: ARSConfig, seed: int):
-        self.env = make_env(env_id, config.max_episode_steps)
-        self.config = config
+    def __init__(self, env_id: str, config: ARSConfig, seed: int, map_: Callable = map):
+        env = make_env(env_id, config.max_episode_steps)
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        env.close()
+        self.env_id, self.config, self.map = env_id, config, map_  # map_: where the episodes run (`worker_map`)
         self.rng = np.random.default_rng(seed)
-        obs_dim, act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
         self.weights = np.zeros((act_dim, obs_dim))
         self.stats = RunningStats()
         self.stats.update(np.zeros((1, obs_dim)))
@@ -139,15 +156,17 @@ class ARS:
         deltas = self.rng.standard_normal((c.directions, *self.weights.shape))
         seeds = self.rng.integers(0, 2**31 - 1, size=(c.directions, 2))
         mean, std = self.stats.mean.copy(), self.stats.std.copy()
-        shifted = np.empty((c.directions, 2))
-        true_returns, visited = [], []
-        for k in range(c.directions):
-            for j, sign in enumerate((1.0, -1.0)):
-                policy = LinearPolicy(self.weights + sign * c.noise * deltas[k], mean, std)
-                shifted[k, j], total, states = episode(self.env, policy, int(seeds[k, j]), c.reward_shift, record)
-                true_returns.append(total)
-                visited.append(states)
-                self.env_steps += len(states)
+        policies = [
+            LinearPolicy(self.weights + sign * c.noise * deltas[k], mean, std)
+            for k in range(c.directions)
+            for sign in (1.0, -1.0)
+        ]
+        episodes = list(self.run(policies, seeds.ravel(), c.reward_shift, record is not None))
+        shifted = np.array([e[0] for e in episodes]).reshape(c.directions, 2)
+        true_returns, visited = [e[1] for e in episodes], [e[2] for e in episodes]
+        self.env_steps += sum(len(states) for states in visited)
+        if record is not None:
+            record.extend(e[3] for e in episodes)
         best = np.argsort(-shifted.max(axis=1))[: c.top]
         spread = shifted[best].std() or 1.0
         step = np.tensordot(shifted[best, 0] - shifted[best, 1], deltas[best], axes=1)
@@ -157,6 +176,11 @@ class ARS:
 
     def evaluate(self, episodes: int, seed: int) -> np.ndarray:
         """True returns of the current (noise-free) policy over `episodes` seeded episodes."""
-        policy = self.policy
-        returns = [episode(self.env, policy, seed + i, 0.0)[1] for i in range(episodes)]
-        return np.array(returns)
+        runs = self.run([self.policy] * episodes, [seed + i for i in range(episodes)], 0.0, False)
+        return np.array([total for _, total, _, _ in runs])
+
+    def run(self, policies: list[LinearPolicy], seeds, shift: float, keep: bool):
+        """The episodes of `policies`, one seed each, through `self.map` (in order)."""
+        limit = self.config.max_episode_steps
+        jobs = [(self.env_id, limit, p, int(s), shift, keep) for p, s in zip(policies, seeds, strict=True)]
+        return self.map(seeded_episode, jobs)

@@ -26,7 +26,7 @@ import importlib.metadata
 import os
 import time
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -36,6 +36,7 @@ from dtrepro import __version__
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.collect.ars import ARS, ARSConfig, LinearPolicy
 from dtrepro.collect.rollout import rollout
+from dtrepro.collect.workers import worker_map
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.episodes import episode_ends, episode_stats
@@ -113,13 +114,15 @@ class Behaviour:
     env_steps: int  # env steps of training it took, from the start
 
 
-def train_behaviour(params: CollectParams, bands: list[tuple[float, float]], record: list | None = None):
+def train_behaviour(
+    params: CollectParams, bands: list[tuple[float, float]], record: list | None = None, map_: Callable = map
+):
     """Train with ARS until the evaluation score enters each band in turn; one `Behaviour` per band.
 
     A clear error if `max_steps` runs out first. With `record`, every training episode up to the first
-    band's policy is appended to it (`ARS.iterate`).
+    band's policy is appended to it (`ARS.iterate`). `map_` runs the episodes (`worker_map`).
     """
-    ars = ARS(params.env_id, params.ars, params.seed)
+    ars = ARS(params.env_id, params.ars, params.seed, map_)
     eval_seed = params.seed + 1_000_000
     bar = tqdm(total=params.max_steps, desc="behaviour policy (ARS)", unit="step", unit_scale=True, mininterval=1.0)
     found, best, iteration = [], -np.inf, 0
@@ -150,37 +153,59 @@ def train_behaviour(params: CollectParams, bands: list[tuple[float, float]], rec
             bar.update(min(ars.env_steps, params.max_steps) - min(before, params.max_steps))
 
 
-def noisy(policy: LinearPolicy, sigma: float, seed: int):
-    """The policy with Gaussian action noise: returns (clipped action, log-probability of the unclipped sample)."""
-    rng = np.random.default_rng(seed)
-    log_norm = -np.log(sigma) - 0.5 * np.log(2 * np.pi)
+@dataclass
+class Noisy:
+    """The policy with Gaussian action noise: returns (clipped action, log-probability of the unclipped sample).
+    A picklable object rather than a closure, so that a worker process can roll it out."""
 
-    def act(obs):
-        mean = policy.act(obs)
-        eps = rng.standard_normal(mean.shape)
-        log_prob = float(np.sum(log_norm - 0.5 * eps**2))
-        return np.clip(mean + sigma * eps, -1.0, 1.0), log_prob
+    policy: LinearPolicy
+    sigma: float
+    seed: int
 
-    return act
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+        self.log_norm = -np.log(self.sigma) - 0.5 * np.log(2 * np.pi)
+
+    def __call__(self, obs):
+        mean = self.policy.act(obs)
+        eps = self.rng.standard_normal(mean.shape)
+        log_prob = float(np.sum(self.log_norm - 0.5 * eps**2))
+        return np.clip(mean + self.sigma * eps, -1.0, 1.0), log_prob
 
 
 def versions() -> dict[str, str]:
     return {f"version/{p}": importlib.metadata.version(p) for p in ("gymnasium", "mujoco", "numpy", "h5py")}
 
 
-def random_policy(env_id: str, seed: int):
-    """Uniformly random actions in the env's bounds (D4RL's random kind)."""
-    rng = np.random.default_rng(seed)
-    act_dim = make_env(env_id, 1).action_space.shape[0]
-    return lambda obs: rng.uniform(-1.0, 1.0, act_dim)
+@dataclass
+class UniformRandom:
+    """Uniformly random actions in [-1, 1] (D4RL's random kind; every env here has those bounds)."""
+
+    act_dim: int
+    seed: int
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+
+    def __call__(self, obs):
+        return self.rng.uniform(-1.0, 1.0, self.act_dim)
+
+
+def rollout_job(job: tuple) -> dict[str, np.ndarray]:
+    """`rollout` as a job for `worker_map`: (env id, actor, rows, seed, step limit) -> the arrays."""
+    env_id, actor, rows, seed, max_episode_steps = job
+    return rollout(env_id, actor, rows, seed, max_episode_steps).arrays
 
 
 def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def collect(params: CollectParams) -> tuple[D4RLData, dict[str, Behaviour], float]:
-    """Make the dataset of `params.kind`; returns (dataset, the behaviour policies by name, rollout steps per s)."""
+def collect(params: CollectParams, workers: int | None = None) -> tuple[D4RLData, dict[str, Behaviour], float]:
+    """Make the dataset of `params.kind`; returns (dataset, the behaviour policies by name, rollout steps per s).
+
+    Episodes and rollouts run in `workers` processes (default: one per core); the data does not depend on it.
+    """
     kind = params.kind
     medium = ("medium", (params.band_low, params.band_high))
     expert = ("expert", (params.expert_band_low, params.expert_band_high))
@@ -195,23 +220,23 @@ def collect(params: CollectParams) -> tuple[D4RLData, dict[str, Behaviour], floa
     }[kind]
     replay: list[dict[str, np.ndarray]] = []
     bands = [band for _, band in stops]
-    found = train_behaviour(params, bands, replay if kind == "medium-replay" else None) if stops else []
-    behaviours = {name: b for (name, _), b in zip(stops, found, strict=True)}
-    start = time.perf_counter()
-    if kind == "medium-replay":
-        parts = [concatenate(replay)]
-    else:
-        actors = (
-            [random_policy(params.env_id, params.seed + 2_000_000)]
-            if kind == "random"
-            else [noisy(b.policy, params.action_noise, params.seed + 2_000_000 + i) for i, b in enumerate(found)]
-        )
-        parts = [
-            rollout(
-                params.env_id, actor, params.steps, params.seed + 3_000_000 + i, params.max_episode_steps, True
-            ).arrays
-            for i, actor in enumerate(actors)
-        ]
+    with worker_map(workers) as map_:
+        found = train_behaviour(params, bands, replay if kind == "medium-replay" else None, map_) if stops else []
+        behaviours = {name: b for (name, _), b in zip(stops, found, strict=True)}
+        start = time.perf_counter()
+        if kind == "medium-replay":
+            parts = [concatenate(replay)]
+        else:
+            actors = (
+                [UniformRandom(make_env(params.env_id, 1).action_space.shape[0], params.seed + 2_000_000)]
+                if kind == "random"
+                else [Noisy(b.policy, params.action_noise, params.seed + 2_000_000 + i) for i, b in enumerate(found)]
+            )
+            jobs = [
+                (params.env_id, actor, params.steps, params.seed + 3_000_000 + i, params.max_episode_steps)
+                for i, actor in enumerate(actors)
+            ]
+            parts = list(tqdm(map_(rollout_job, jobs), total=len(jobs), desc="rollouts", unit="policy"))
     rows = sum(len(p["rewards"]) for p in parts)
     rate = rows / (time.perf_counter() - start)
     keys = set.intersection(*(set(p) for p in parts))  # random actions have no log-probabilities

@@ -183,6 +183,7 @@ def export(data: D4RLData, dataset_id: str, folder: str | os.PathLike, **info) -
     try:
         with warnings.catch_warnings():  # Minari asks for an author, an e-mail and a code link: we have none
             warnings.filterwarnings("ignore", category=UserWarning, module="minari")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="gymnasium")  # v4 is deliberate
             minari.create_dataset_from_buffers(dataset_id, buffers, **info)
     finally:
         if previous is None:
