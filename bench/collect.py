@@ -4,6 +4,8 @@ Runs the `demo` profile's collection (behaviour policies trained with ARS into t
 score bands, then each one's noisy rollouts) and prints both figures. The
 reference is the same policy stepped through `gym.make`'s full wrapper stack,
 the way a plain gymnasium script would, timed over 20,000 steps in the same run.
+It also times 40 seeded episodes of the middle policy in one process against one
+worker process per core (`worker_map`, which runs ARS's episodes and the rollouts).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import gymnasium as gym
 
+from dtrepro.collect.ars import seeded_episode
 from dtrepro.collect.dataset import CollectParams, Noisy, collect
+from dtrepro.collect.workers import cores, worker_map
 from dtrepro.profiles import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +36,19 @@ def reference_rate(policy, env_id: str, steps: int = 20_000) -> float:
         if terminated or truncated:
             obs, _ = env.reset()
     return steps / (time.perf_counter() - start)
+
+
+def worker_speedup(policy, params: CollectParams, episodes: int = 40) -> tuple[float, int]:
+    """Episodes per second in one worker per core over those in one process (the same seeded episodes)."""
+    jobs = [(params.env_id, params.max_episode_steps, policy, seed, 0.0, False) for seed in range(episodes)]
+    seconds = {}
+    for workers in (1, cores()):
+        with worker_map(workers) as map_:
+            list(map_(seeded_episode, jobs[: cores()]))  # start the workers and their envs
+            start = time.perf_counter()
+            list(map_(seeded_episode, jobs))
+            seconds[workers] = time.perf_counter() - start
+    return seconds[1] / seconds[cores()], cores()
 
 
 def main() -> None:
@@ -52,6 +69,8 @@ def main() -> None:
         f"rollouts {rate:,.0f} steps/s -> {'OK' if rate >= RATE_TARGET else 'UNDER'} against {RATE_TARGET:,}; "
         f"gym.make wrapper-stack reference {ref:,.0f} steps/s ({rate / ref:.2f}x)"
     )
+    speedup, workers = worker_speedup(policies[len(policies) // 2].policy, params)
+    print(f"episodes in {workers} worker processes: {speedup:.2f}x those in one process")
 
 
 if __name__ == "__main__":
