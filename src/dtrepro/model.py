@@ -5,11 +5,13 @@ plus a learned embedding of the episode timestep t, then a LayerNorm. Causal
 self-attention blocks read the 3K tokens; the action a_t is predicted from the
 hidden state of token s_t (which has seen R_<=t, s_<=t, a_<t) through tanh.
 Acting needs only the last of these predictions; `final_action` computes just
-what it depends on.
+what it depends on. Dropout (embeddings, attention weights, residuals), as the paper's
+GPT, is torch's own on GPUs and `dropout` below on the CPU.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import torch
@@ -20,6 +22,35 @@ from torch import nn
 from dtrepro.params import Params
 
 MAX_TIMESTEP = 1000  # timestep embeddings: D4RL's episodes are at most 1000 steps long
+_LEVELS = 1 << 16  # dropout on the CPU: the resolution of its uniforms
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """`F.dropout(x, p, training)`; on the CPU with its mask made from four 16-bit uniforms per 64-bit draw.
+
+    On the CPU torch draws each entry of a dropout mask with `bernoulli_` and applies it through a bool
+    product, about 1.5 ms for a (64, 60, 64) tensor: 40% of a training step of the demo's model
+    (bench/train.py). Here one full-range int64 draw of torch's default generator (seeded by
+    `torch.manual_seed`, saved with the checkpoint's RNG state) gives four int16 uniforms; an entry is
+    dropped where its uniform falls among the lowest round(p * 2^16) of the 2^16 values, so p is used to
+    within 2^-17 (0.1 as 0.100006), and the kept entries are scaled by the exact inverse of the keep rate.
+    Elsewhere (CUDA's fused kernel is fast) it is torch's own.
+    """
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    dropped = round(p * _LEVELS)
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
+    keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= dropped - _LEVELS // 2
+    return x * keep.to(x.dtype) * (_LEVELS / (_LEVELS - dropped))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout through `dropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
 
 
 class ModelParams(Params):
@@ -63,9 +94,9 @@ class Block(nn.Module):
             nn.Linear(cfg.embed_dim, 4 * cfg.embed_dim),
             nn.GELU(),
             nn.Linear(4 * cfg.embed_dim, cfg.embed_dim),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout),
         )
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, queries: int | None = None) -> torch.Tensor:
         """The block's output for every token, or with `queries=n` for the last n tokens only (which still
@@ -75,9 +106,12 @@ class Block(nn.Module):
         if queries is not None:
             x, q, attn_mask = x[:, -queries:], q[:, -queries:], attn_mask[..., -queries:, :]
         q, k, v = (z.reshape(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        p = self.dropout if self.training else 0.0
+        if p and q.device.type == "cpu":  # what SDPA computes then (its math path), with the CPU's dropout
+            weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).masked_fill(~attn_mask, -math.inf)
+            y = dropout(weights.softmax(dim=-1), p) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(x.shape)))
         return x + self.mlp(self.ln2(x))
 
@@ -92,7 +126,7 @@ class DecisionTransformer(nn.Module):
         self.embed_state = nn.Linear(cfg.state_dim, h)
         self.embed_action = nn.Linear(cfg.act_dim, h)
         self.embed_ln = nn.LayerNorm(h)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(h)
         self.predict_action = nn.Sequential(nn.Linear(h, cfg.act_dim), nn.Tanh())
