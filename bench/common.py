@@ -38,8 +38,8 @@ def clean_hopper_file(folder: Path, rows: int) -> tuple[Path, D4RLData]:
     return folder / "clean.hdf5", data
 
 
-def paper_params(**train) -> TrainParams:
-    """The `paper` named run's model and train params, with some train values replaced."""
-    values = resolve(ROOT, "paper", [])
+def preset_params(profile: str = "paper", **train) -> TrainParams:
+    """The `paper` named run's (or `profile`'s) model and train params, with some train values replaced."""
+    values = resolve(ROOT, profile, [])
     values["train"].update(device="cpu", **train)
     return TrainParams.from_params(values, HOPPER)

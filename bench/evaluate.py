@@ -43,7 +43,7 @@ from dtrepro.policy import Policy, policy_from_checkpoint
 from dtrepro.runs import Run
 from dtrepro.train import train
 
-from common import HOPPER, clean_hopper_file, paper_params
+from common import HOPPER, clean_hopper_file, preset_params
 from reference import run_episodes_one_by_one
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ ENV, EPISODES, TARGET = "Hopper-v4", 20, 3600.0
 
 def trained_paper_model(tmp: Path, steps: int) -> Policy:
     clean, _ = clean_hopper_file(tmp, 100_000)
-    chosen = paper_params(steps=steps, warmup_steps=50, lr=6e-4, eval_every=10**9, eval_episodes=1)
+    chosen = preset_params(steps=steps, warmup_steps=50, lr=6e-4, eval_every=10**9, eval_episodes=1)
     train(chosen, Run(20, 0), clean, tmp / "m", tmp / "log.tsv", tmp / "train.json")
     return policy_from_checkpoint(tmp / "m" / "last.pt")[0]
 

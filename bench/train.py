@@ -13,6 +13,10 @@
    bf16 autocast on a CPU with native bf16) against float32 (`train.amp: false`),
    both through the stage's own loop. Target: <= 0.6x float32's step time where
    the CPU has native bf16.
+4. Dropout on the CPU, side by side in this run: the model's `dropout` (masks from
+   16-bit uniforms) against torch's (`F.dropout`: a `bernoulli_` draw per entry),
+   through the stage's own loop in the default precision, for the `demo` and the
+   `paper` presets.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+import dtrepro.model
 from dtrepro.data.d4rl import read_d4rl
 from dtrepro.device import autocast_dtype, cpu_has_native_bf16
 from dtrepro.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, action_loss
@@ -33,7 +39,7 @@ from dtrepro.runs import Run
 from dtrepro.sampler import Trajectories, WindowSampler
 from dtrepro.train import train
 
-from common import clean_hopper_file, paper_params
+from common import clean_hopper_file, preset_params
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, B, K = 1_000_000, 64, 20
@@ -92,10 +98,12 @@ def bench_sampler(data) -> None:
     )
 
 
-def stage_step(clean: Path, tmp: Path, name: str, steps: int = 200, **train_values) -> tuple[float, float]:
-    """(seconds per step in the stage's own loop, seconds for the whole stage) for the paper preset."""
-    params = paper_params(
-        steps=steps, log_every=20, eval_every=10**9, checkpoint_every=10**9, eval_episodes=1, **train_values
+def stage_step(
+    clean: Path, tmp: Path, name: str, steps: int = 200, profile: str = "paper", **train_values
+) -> tuple[float, float]:
+    """(seconds per step in the stage's own loop, seconds for the whole stage) for a preset (named run)."""
+    params = preset_params(
+        profile, steps=steps, log_every=20, eval_every=10**9, checkpoint_every=10**9, eval_episodes=1, **train_values
     )
     start = time.perf_counter()
     train(params, Run(K, 0), clean, tmp / name, tmp / f"{name}.tsv", tmp / f"{name}.json")
@@ -109,7 +117,7 @@ def bench_step(clean: Path, tmp: Path) -> float:
     """The stage's own loop (`train`) against the same steps on one fixed batch: model, loss and update only.
     Both in float32, so that the share outside the model is not the autocast's; returns float32's s/step."""
     steps = 200
-    params = paper_params(amp=False)
+    params = preset_params(amp=False)
     full, whole = stage_step(clean, tmp, "fp32", steps, amp=False)
 
     data = Trajectories.from_d4rl(read_d4rl(clean), params.return_scale, MAX_TIMESTEP, "cpu")
@@ -148,7 +156,7 @@ def bench_step(clean: Path, tmp: Path) -> float:
 
 def bench_precision(clean: Path, tmp: Path, float32: float) -> None:
     """The preset's default precision (train.amp: auto) against float32's step time measured in this run."""
-    amp = paper_params().amp
+    amp = preset_params().amp
     dtype = autocast_dtype(torch.device("cpu"), amp)
     default, _ = stage_step(clean, tmp, "default")
     ratio = default / float32
@@ -161,12 +169,32 @@ def bench_precision(clean: Path, tmp: Path, float32: float) -> None:
     )
 
 
+def bench_dropout(clean: Path, tmp: Path) -> None:
+    """The model's CPU dropout against torch's, through the stage's own loop, for the demo and paper presets."""
+    ours = dtrepro.model.dropout
+    for profile, steps in (("demo", 400), ("paper", 200)):
+        times = {}
+        for name, fn in (("ours", ours), ("torch", lambda x, p, training=True: F.dropout(x, p, training))):
+            dtrepro.model.dropout = fn  # what Dropout and the attention weights call
+            try:
+                times[name], _ = stage_step(clean, tmp, f"{profile}-{name}", steps, profile)
+            finally:
+                dtrepro.model.dropout = ours
+        model = preset_params(profile).model
+        print(
+            f"{profile} preset (embed {model.embed_dim}, {model.layers} layers, dropout {model.dropout}), default "
+            f"precision: with the model's CPU dropout {times['ours'] * 1e3:.1f} ms/step vs torch's F.dropout "
+            f"{times['torch'] * 1e3:.1f} ms/step -> {times['torch'] / times['ours']:.2f}x faster"
+        )
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clean, data = clean_hopper_file(Path(tmp), ROWS)
         bench_sampler(data)
         float32 = bench_step(clean, Path(tmp))
         bench_precision(clean, Path(tmp), float32)
+        bench_dropout(clean, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+import dtrepro.model
 from dtrepro.data.d4rl import D4RLData
 from dtrepro.errors import DtreproError
-from dtrepro.model import DecisionTransformer, ModelConfig, action_loss
+from dtrepro.model import DecisionTransformer, ModelConfig, action_loss, dropout
 from dtrepro.sampler import Trajectories, WindowSampler, returns_to_go
 
 
@@ -116,6 +117,45 @@ def test_final_action_is_the_full_forwards_last_prediction(k, heads):
         torch.testing.assert_close(model.final_action(s, a, r, t, mask, queries=queries), full, rtol=0, atol=1e-6)
     a[:, -1] += 5.0  # the last action is what is being predicted: it is not read
     torch.testing.assert_close(model.final_action(s, a, r, t, mask), full, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_drops_p_of_the_entries_at_random_and_keeps_the_mean(p, dtype):
+    n = 1 << 20
+    torch.manual_seed(0)
+    x = torch.ones(n // 4, 4, dtype=dtype, requires_grad=True)
+    y = dropout(x, p)
+    dropped = y == 0
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(dropped.float().mean().item() - p) < 6 * sigma
+    for column in range(4):  # each of the four 16-bit uniforms of a 64-bit draw, the sign-bearing top one too
+        assert abs(dropped[:, column].float().mean().item() - p) < 6 * 2 * sigma
+    both = (dropped[:, 0] & dropped[:, 1]).float().mean().item()  # neighbours drawn from one word: independent
+    assert abs(both - p * p) < 6 * 2 * (p * p * (1 - p * p) / n) ** 0.5
+    kept = y[~dropped].float()
+    assert torch.equal(kept, torch.full_like(kept, kept[0].item()))  # every kept entry scaled alike, by 1/(1-p)
+    assert kept[0].item() == pytest.approx(1 / (1 - p), rel=1e-2 if dtype == torch.bfloat16 else 1e-4)
+    assert abs(y.float().mean().item() - 1) < 6 * sigma / (1 - p) + 0.01 * (dtype == torch.bfloat16)
+    y.float().sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # the gradient goes through the kept entries, scaled alike
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x.detach(), p), y.detach())  # torch's seed decides the mask
+    assert not torch.equal(dropout(x.detach(), p), y.detach())
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0) is x
+
+
+def test_cpu_attention_with_dropout_computes_what_sdpa_computes(monkeypatch):
+    torch.manual_seed(0)
+    cfg = ModelConfig(state_dim=4, act_dim=2, embed_dim=32, layers=2, heads=2, context_len=5, dropout=0.3)
+    model = DecisionTransformer(cfg)
+    s, a, r = torch.randn(3, 5, 4), torch.randn(3, 5, 2), torch.randn(3, 5)
+    t, mask = torch.arange(5).expand(3, 5), torch.arange(5).expand(3, 5) >= torch.tensor([0, 2, 4])[:, None]
+    expected = model.eval()(s, a, r, t, mask)  # scaled_dot_product_attention, no dropout
+    trained = model.train()(s, a, r, t, mask)
+    assert not torch.allclose(trained, expected)  # dropout acts in training
+    monkeypatch.setattr(dtrepro.model, "dropout", lambda x, p, training=True: x)  # the CPU path, dropping nothing
+    torch.testing.assert_close(model.train()(s, a, r, t, mask), expected, rtol=0, atol=1e-6)
 
 
 def test_tiny_model_overfits_tiny_dataset():
