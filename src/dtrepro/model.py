@@ -30,10 +30,11 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 
     On the CPU torch draws each entry of a dropout mask with `bernoulli_` and applies it through a bool
     product, about 1.5 ms for a (64, 60, 64) tensor: with seven of them, a third of a training step of the
-    demo's model (bench/train.py: 1.45x faster steps with this one). Here one full-range int64 draw of torch's default generator (seeded by
-    `torch.manual_seed`, saved with the checkpoint's RNG state) gives four int16 uniforms; an entry is
-    dropped where its uniform falls among the lowest round(p * 2^16) of the 2^16 values, so p is used to
-    within 2^-17 (0.1 as 0.100006), and the kept entries are scaled by the exact inverse of the keep rate.
+    demo's model (bench/train.py: 1.45x faster steps with this one). Here one full-range int64 draw of
+    torch's default generator (seeded by `torch.manual_seed`, saved with the checkpoint's RNG state) gives
+    four int16 uniforms; an entry is dropped where its uniform falls among the lowest round(p * 2^16) of the
+    2^16 values, so p is used to within 2^-17 (0.1 as 0.100006), and the kept entries are scaled by the
+    exact inverse of the keep rate.
     Elsewhere (CUDA's fused kernel is fast) it is torch's own.
     """
     if not training or p == 0:
