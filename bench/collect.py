@@ -18,7 +18,8 @@ import gymnasium as gym
 
 from dtrepro.collect.ars import seeded_episode
 from dtrepro.collect.dataset import CollectParams, Noisy, collect
-from dtrepro.collect.workers import cores, worker_map
+from dtrepro.collect.workers import worker_map
+from dtrepro.cpus import usable_cpus
 from dtrepro.profiles import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +43,13 @@ def worker_speedup(policy, params: CollectParams, episodes: int = 40) -> tuple[f
     """Episodes per second in one worker per core over those in one process (the same seeded episodes)."""
     jobs = [(params.env_id, params.max_episode_steps, policy, seed, 0.0, False) for seed in range(episodes)]
     seconds = {}
-    for workers in (1, cores()):
+    for workers in (1, usable_cpus()):
         with worker_map(workers) as map_:
-            list(map_(seeded_episode, jobs[: cores()]))  # start the workers and their envs
+            list(map_(seeded_episode, jobs[: usable_cpus()]))  # start the workers and their envs
             start = time.perf_counter()
             list(map_(seeded_episode, jobs))
             seconds[workers] = time.perf_counter() - start
-    return seconds[1] / seconds[cores()], cores()
+    return seconds[1] / seconds[usable_cpus()], usable_cpus()
 
 
 def main() -> None:

@@ -3,7 +3,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
+from dtrepro.cpus import set_thread_defaults
+
+set_thread_defaults()  # the stages' thread choice, before anything loads torch: durations stop depending on load
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -8,20 +8,13 @@ depend on the number of threads.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
 
+from dtrepro.cpus import usable_cpus
 from dtrepro.envs import make_env
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class EnvBatch:
@@ -29,7 +22,7 @@ class EnvBatch:
         self.envs = [make_env(env_id, max_episode_steps) for _ in range(n)]
         self.obs_dim = self.envs[0].observation_space.shape[0]
         self.act_dim = self.envs[0].action_space.shape[0]
-        self.threads = max(1, min(threads or available_cores(), n))
+        self.threads = max(1, min(threads or usable_cpus(), n))
         self._pool = ThreadPoolExecutor(self.threads, "env") if self.threads > 1 else None
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dtrepro.envbatch import EnvBatch, available_cores
+from dtrepro.cpus import usable_cpus
+from dtrepro.envbatch import EnvBatch
 from dtrepro.policy import Policy
 
 
@@ -30,10 +31,10 @@ class EpisodeResults:
 
 
 def env_threads(device: torch.device) -> int:
-    """Threads for stepping envs: one per core when the model runs on a GPU, one in all on CPU, where
+    """Threads for stepping envs: one per usable CPU when the model runs on a GPU, one in all on CPU, where
     the forward pass keeps every core busy and its OpenMP workers spin on them between passes, so
     that env threads would only compete with them."""
-    return 1 if device.type == "cpu" else available_cores()
+    return 1 if device.type == "cpu" else usable_cpus()
 
 
 def broadcast_targets(seeds: Sequence[int], targets: float | Sequence[float]) -> np.ndarray:

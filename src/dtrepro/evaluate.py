@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dtrepro.atomic import atomic_output, write_json
+from dtrepro.cpus import torch_threads
 from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.episodes import run_episodes
 from dtrepro.eval_spec import CHECKPOINTS, EPISODE_FIELDS, EvalParams, metric_key
@@ -27,6 +29,7 @@ def evaluate_checkpoints(
 ) -> dict:
     """Evaluate `last.pt` and `best.pt` at every target; write per-episode rows (CSV) and flat metrics (JSON)."""
     device = pick_device(params.device, "eval.device")
+    torch.set_num_threads(torch_threads())  # the CPUs this process may really use, not the machine's cores
     seeds = params.episode_seeds * len(params.targets)
     targets = np.repeat(params.targets, params.episodes)
     metrics = {"env_id": params.env_id, "episodes": params.episodes, "seed": params.seed}

@@ -30,8 +30,9 @@ from pydantic import Field
 from tqdm import tqdm
 
 from dtrepro.atomic import atomic_output, write_json
+from dtrepro.cpus import torch_threads
 from dtrepro.data.checksum import file_sha256
-from dtrepro.data.d4rl import read_d4rl
+from dtrepro.data.d4rl import read_d4rl, require_regular_file
 from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.envs import make_env
 from dtrepro.episodes import run_episodes
@@ -157,10 +158,10 @@ def evaluate_policy(model, data: Trajectories, params: TrainParams, seed: int) -
 def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_path) -> dict:
     """Train one run of the study; write last.pt, best.pt, the log and the metrics (rank 0). Returns the metrics."""
     out_dir = Path(out_dir)
-    data_sha256 = file_sha256(data_path)
 
     # -- the speed switches, all in one place ------------------------------------------------------------
     device = pick_device(params.device)  # cuda if present ('auto'), else cpu
+    torch.set_num_threads(torch_threads())  # the CPUs this process may really use, not the machine's cores
     ddp = Distributed.from_env(device)  # under torchrun: one process per GPU, the global batch split
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
@@ -172,6 +173,7 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
     if params.batch_size % ddp.world:
         raise DtreproError(f"train.batch_size={params.batch_size} does not split over {ddp.world} processes.")
     torch.manual_seed(run.seed + ddp.rank)
+    data_sha256 = file_sha256(require_regular_file(data_path, "train's --data"))
     raw = read_d4rl(data_path)
     ref_min, ref_max, ref_source = reference_scores(raw.metadata, params.env_id)  # the data's own, else D4RL's
     data = Trajectories.from_d4rl(raw, params.return_scale, MAX_TIMESTEP, device)
