@@ -17,10 +17,10 @@ from pathlib import Path
 import gymnasium as gym
 
 from dtrepro.collect.ars import seeded_episode
-from dtrepro.collect.dataset import CollectParams, Noisy, collect
+from dtrepro.collect.collector import CollectParams, Noisy, collect
 from dtrepro.collect.workers import worker_map
 from dtrepro.cpus import usable_cpus
-from dtrepro.profiles import resolve
+from dtrepro.named_runs import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 TOTAL_TARGET_S, RATE_TARGET = 15 * 60, 4000

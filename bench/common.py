@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' Hopper data and reference evaluation
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl  # noqa: E402
 from dtrepro.data.repair import RepairParams, repair_file  # noqa: E402
-from dtrepro.profiles import resolve  # noqa: E402
-from dtrepro.train import TrainParams  # noqa: E402
+from dtrepro.named_runs import resolve  # noqa: E402
+from dtrepro.training.loop import TrainParams  # noqa: E402
 
 from helpers import HOPPER  # noqa: E402
 from hopper import concatenate, hopper_dataset  # noqa: E402

@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dtrepro.agent.envbatch import EnvBatch
+from dtrepro.agent.episodes import env_threads, run_episodes
+from dtrepro.agent.policy import Policy, policy_from_checkpoint
 from dtrepro.device import autocast_dtype, pick_device
-from dtrepro.envbatch import EnvBatch
-from dtrepro.episodes import env_threads, run_episodes
-from dtrepro.eval_spec import EvalParams
-from dtrepro.policy import Policy, policy_from_checkpoint
-from dtrepro.runs import Run
-from dtrepro.train import train
+from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.study import Run
+from dtrepro.training.loop import train
 
 from common import HOPPER, clean_hopper_file, preset_params
 from reference import run_episodes_one_by_one

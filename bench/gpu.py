@@ -28,15 +28,15 @@ from unittest import mock
 import numpy as np
 import torch
 
-from dtrepro.collect.dataset import CollectParams, collect_to_files
+from dtrepro.agent.policy import load_checkpoint, policy_from_checkpoint
+from dtrepro.collect.collector import CollectParams, collect_to_files
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.device import autocast_dtype, pick_device
-from dtrepro.eval_spec import EvalParams
-from dtrepro.evaluate import evaluate_checkpoints
-from dtrepro.policy import load_checkpoint, policy_from_checkpoint
-from dtrepro.profiles import resolve
-from dtrepro.runs import Run
-from dtrepro.train import TrainParams, train
+from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.evaluation.evaluate import evaluate_checkpoints
+from dtrepro.named_runs import resolve
+from dtrepro.study import Run
+from dtrepro.training.loop import TrainParams, train
 from evaluate import env_floor, timed_forward
 
 from common import ROOT
@@ -107,7 +107,7 @@ def bench_eval(tmp: Path, device: torch.device, episodes: int) -> dict:
     chosen = EvalParams.from_params(params, DATASET)
     policy, _ = policy_from_checkpoint(tmp / "m" / "last.pt", device)
     policy.amp_dtype = autocast_dtype(device, chosen.amp)
-    import dtrepro.evaluate as evaluate_module
+    import dtrepro.evaluation.evaluate as evaluate_module
 
     with (
         timed_forward(policy) as spent,

@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = copy_repo(Path(tmp))
         subprocess.run(
-            [sys.executable, "-m", "dtrepro.profiles", "run", "smoke"], cwd=repo, check=True, capture_output=True
+            [sys.executable, "-m", "dtrepro.named_runs", "run", "smoke"], cwd=repo, check=True, capture_output=True
         )
         startup = timed(repo, "dvc", "--version")
         repro = timed(repo, "dvc", "repro")

@@ -11,8 +11,8 @@ Writes --episodes-csv (one row per episode: checkpoint, target, seed, return, le
 import argparse
 
 from dtrepro.errors import run_stage
-from dtrepro.eval_spec import EvalParams, metric_key
-from dtrepro.evaluate import evaluate_checkpoints
+from dtrepro.evaluation.eval_params import EvalParams, metric_key
+from dtrepro.evaluation.evaluate import evaluate_checkpoints
 from dtrepro.params import add_dataset_argument, add_params_argument
 
 

@@ -13,10 +13,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from dtrepro.errors import run_stage
-from dtrepro.eval_spec import EvalParams
+from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.params import add_params_argument
-from dtrepro.report import ReportPaths, write_report
-from dtrepro.runs import StudyParams
+from dtrepro.reporting.report import ReportPaths, write_report
+from dtrepro.study import StudyParams
 
 
 def main(argv=None):

@@ -14,12 +14,12 @@ Writes --output (D4RL layout) and <output>.sha256, --policy (the behaviour polic
 
 import argparse
 
-from dtrepro.collect.dataset import CollectParams, collect_to_files
+from dtrepro.collect.collector import CollectParams, collect_to_files
 from dtrepro.data.download import DownloadParams, download_to_files
-from dtrepro.data.minari_source import export_file, minari_id, minari_to_files
-from dtrepro.datasets import env_id, lookup
+from dtrepro.data.minari_import import export_file, minari_id, minari_to_files
 from dtrepro.errors import run_stage
 from dtrepro.params import add_dataset_argument, add_params_argument
+from dtrepro.registry.datasets import env_id, lookup
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ import argparse
 from dtrepro.atomic import atomic_output
 from dtrepro.errors import run_stage
 from dtrepro.params import add_params_argument, load_yaml
-from dtrepro.runs import StudyParams, check_overrides
+from dtrepro.study import StudyParams, check_overrides
 
 
 def main(argv=None):

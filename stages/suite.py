@@ -12,10 +12,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from dtrepro.errors import run_stage
-from dtrepro.eval_spec import EvalParams
+from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.params import add_params_argument
-from dtrepro.runs import StudyParams
-from dtrepro.suite import SuitePaths, write_suite
+from dtrepro.reporting.suite import SuitePaths, write_suite
+from dtrepro.study import StudyParams
 
 
 def main(argv=None):

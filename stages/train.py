@@ -15,8 +15,8 @@ import argparse
 
 from dtrepro.errors import run_stage
 from dtrepro.params import add_params_argument
-from dtrepro.runs import Run, add_run_arguments
-from dtrepro.train import TrainParams, train
+from dtrepro.study import Run, add_run_arguments
+from dtrepro.training.loop import TrainParams, train
 
 
 def main(argv=None):

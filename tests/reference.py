@@ -11,9 +11,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dtrepro.envs import make_env
-from dtrepro.episodes import EpisodeResults, broadcast_targets
-from dtrepro.policy import Policy
+from dtrepro.agent.envs import make_env
+from dtrepro.agent.episodes import EpisodeResults, broadcast_targets
+from dtrepro.agent.policy import Policy
 
 
 def run_episodes_one_by_one(

@@ -173,7 +173,7 @@ def test_an_unreadable_input_and_an_unwritable_output_folder(tmp_path, hopper_fi
 )
 def test_a_bad_param_value_stops_a_named_run_before_anything_runs(repo_copy, key, value, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "dtrepro.profiles", "run", "smoke", "-S", f"{key}={value}"],
+        [sys.executable, "-m", "dtrepro.named_runs", "run", "smoke", "-S", f"{key}={value}"],
         cwd=repo_copy,
         capture_output=True,
         text=True,

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from dtrepro.collect.ars import LinearPolicy
-from dtrepro.collect.dataset import CollectParams, collect, collect_to_files
+from dtrepro.collect.collector import CollectParams, collect, collect_to_files
 from dtrepro.data.d4rl import read_d4rl
-from dtrepro.data.episodes import episode_ends, episode_stats
+from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
-from dtrepro.scores import normalized_score
+from dtrepro.registry.scores import normalized_score
 
 from helpers import COLLECTED, params
 

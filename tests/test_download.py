@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from dtrepro.data.download import DownloadParams, download
-from dtrepro.datasets import dataset_file
 from dtrepro.errors import DtreproError
+from dtrepro.registry.datasets import dataset_file
 
 from helpers import HOPPER, ROOT, params
 
@@ -285,7 +285,7 @@ def dead_port() -> int:
 def d4rl_down(monkeypatch):
     """D4RL's server unreachable, as it has been for days at a time: its address is a dead loopback port."""
     base = f"http://127.0.0.1:{dead_port()}/offline_rl"
-    monkeypatch.setattr("dtrepro.datasets.D4RL_BASE_URL", base)
+    monkeypatch.setattr("dtrepro.registry.datasets.D4RL_BASE_URL", base)
     return base
 
 

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from dtrepro.envbatch import EnvBatch
-from dtrepro.envs import make_env
-from dtrepro.episodes import run_episodes
+from dtrepro.agent.envbatch import EnvBatch
+from dtrepro.agent.envs import make_env
+from dtrepro.agent.episodes import run_episodes
+from dtrepro.agent.model import DecisionTransformer, ModelConfig
+from dtrepro.agent.policy import Policy
 from dtrepro.errors import DtreproError
-from dtrepro.eval_spec import EvalParams
-from dtrepro.evaluate import evaluate_checkpoints
-from dtrepro.model import DecisionTransformer, ModelConfig
-from dtrepro.policy import Policy
-from dtrepro.scores import normalized_score, return_for_score
-from dtrepro.stats import bootstrap_ci
+from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.evaluation.evaluate import evaluate_checkpoints
+from dtrepro.evaluation.stats import bootstrap_ci
+from dtrepro.registry.scores import normalized_score, return_for_score
 
 from helpers import HOPPER, ROOT, params, run
 from reference import run_episodes_one_by_one

@@ -8,8 +8,8 @@ import torch
 
 from dtrepro import device as device_module
 from dtrepro.device import autocast_dtype
-from dtrepro.findings import against_data, conditioning, context, same_checkpoints
-from dtrepro.stats import difference_ci
+from dtrepro.evaluation.stats import difference_ci
+from dtrepro.reporting.findings import against_data, conditioning, context, same_checkpoints
 
 REFS = (0.0, 100.0)  # returns equal scores: the CIs read the same on both scales
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from dtrepro.collect.dataset import CollectParams, collect_to_files
+from dtrepro.collect.collector import CollectParams, collect_to_files
 from dtrepro.data.d4rl import read_d4rl
 from dtrepro.data.download import DownloadParams
-from dtrepro.data.episodes import episode_ends
-from dtrepro.data.minari_source import MINARI_PATH_VAR, export_file, load, minari_id, to_d4rl
+from dtrepro.data.flags import episode_ends
+from dtrepro.data.minari_import import MINARI_PATH_VAR, export_file, load, minari_id, to_d4rl
 from dtrepro.errors import DtreproError
 
 from helpers import copy_repo, one_line, params, run
@@ -145,7 +145,7 @@ def test_a_dataset_whose_spaces_are_not_flat_boxes_is_refused(minari_home):
 
 
 def test_minari_ids_are_names_of_the_registry():
-    from dtrepro.datasets import env_id, lookup, published
+    from dtrepro.registry.datasets import env_id, lookup, published
 
     assert lookup("mujoco/walker2d/expert-v0").source == "minari" and env_id("mujoco/walker2d/expert-v0", "v4") == (
         "Walker2d-v5"
@@ -169,7 +169,7 @@ def test_the_smoke_pipeline_runs_on_a_minari_dataset_named_alone(tmp_path):
         del os.environ[MINARI_PATH_VAR]
     repo = copy_repo(tmp_path)
     proc = run(
-        [sys.executable, "-m", "dtrepro.profiles", "run", "smoke", "-S", f"study.datasets=[{MINARI_ID}]"],
+        [sys.executable, "-m", "dtrepro.named_runs", "run", "smoke", "-S", f"study.datasets=[{MINARI_ID}]"],
         repo,
         env={MINARI_PATH_VAR: str(home)},
         timeout=900,

@@ -9,8 +9,8 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from dtrepro.errors import DtreproError
+from dtrepro.named_runs import committed_params, hydra_value, overrides, parse_assignment, resolve, run, workspace_lock
 from dtrepro.params import flatten, merge
-from dtrepro.profiles import committed_params, hydra_value, overrides, parse_assignment, resolve, run, workspace_lock
 
 from helpers import ROOT
 
@@ -67,7 +67,7 @@ def test_a_second_named_run_is_refused_while_one_holds_the_workspace(repo_copy):
 
 
 def test_a_profile_builds_on_its_base():
-    from dtrepro.profiles import resolve
+    from dtrepro.named_runs import resolve
 
     smoke, suite_smoke = resolve(ROOT, "smoke", []), resolve(ROOT, "suite-smoke", [])
     assert suite_smoke["model"] == smoke["model"] and suite_smoke["train"] == smoke["train"]  # the smoke sizes

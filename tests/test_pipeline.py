@@ -18,7 +18,7 @@ import yaml
 
 from dtrepro.collect.rollout import rollout
 from dtrepro.data.d4rl import write_d4rl
-from dtrepro.datasets import dataset_file, published_text
+from dtrepro.registry.datasets import dataset_file, published_text
 
 from helpers import COLLECTED, HOPPER, ROOT, copy_repo, one_line, run
 
@@ -28,7 +28,7 @@ RUNS = [f"{D}-{k}-{s}" for k in (5, 1) for s in (0, 1)]  # DVC's names of its (d
 
 
 def named(repo, name, *assignments, check=True):
-    proc = run([sys.executable, "-m", "dtrepro.profiles", "run", name, *assignments], repo, timeout=900)
+    proc = run([sys.executable, "-m", "dtrepro.named_runs", "run", name, *assignments], repo, timeout=900)
     assert proc.returncode == 0 or not check, proc.stdout + proc.stderr
     return proc
 
@@ -154,7 +154,7 @@ def test_an_edit_to_the_train_stage_reruns_every_train_stage_cleanly(smoke_repo)
 def test_two_named_runs_at_once_the_second_is_refused(smoke_repo):
     repo, _ = smoke_repo
     first = subprocess.Popen(
-        [sys.executable, "-m", "dtrepro.profiles", "run", "smoke", "-S", "eval.seed=3000"],
+        [sys.executable, "-m", "dtrepro.named_runs", "run", "smoke", "-S", "eval.seed=3000"],
         cwd=repo,
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
         stdout=subprocess.PIPE,

@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
+from dtrepro.agent.model import DecisionTransformer, ModelConfig
+from dtrepro.agent.policy import policy_from_checkpoint
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
-from dtrepro.model import DecisionTransformer, ModelConfig
-from dtrepro.policy import policy_from_checkpoint
-from dtrepro.runs import Run
-from dtrepro.train import LOG_FIELDS, LR_FLOOR, TrainParams, lr_factor, train
+from dtrepro.study import Run
+from dtrepro.training.loop import LOG_FIELDS, LR_FLOOR, TrainParams, lr_factor, train
 
 from helpers import HOPPER, ROOT, one_line, params, run
 
@@ -115,14 +115,14 @@ def test_checkpoint_round_trip_gives_identical_actions(clean_file, tmp_path):
 # Runs the train stage and SIGKILLs it at the start of training step KILL_AT (before that step's update).
 KILL_AT_STEP = """
 import os, runpy, signal, sys
-import dtrepro.train
-loss, calls, kill_at = dtrepro.train.action_loss, [0], int(sys.argv.pop(1))
+import dtrepro.training.loop
+loss, calls, kill_at = dtrepro.training.loop.action_loss, [0], int(sys.argv.pop(1))
 def killing_loss(*args):
     calls[0] += 1
     if calls[0] == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
     return loss(*args)
-dtrepro.train.action_loss = killing_loss
+dtrepro.training.loop.action_loss = killing_loss
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

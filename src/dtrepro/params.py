@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from dtrepro.datasets import ENV_VERSIONS, FACTS, lookup
 from dtrepro.errors import DtreproError
+from dtrepro.registry.datasets import ENV_VERSIONS, FACTS, lookup
 
 PARAMS_FILE = "params.yaml"
 

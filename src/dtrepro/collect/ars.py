@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from dtrepro.envs import make_env
+from dtrepro.agent.envs import make_env
 
 
 @dataclass

@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from dtrepro.agent.envs import make_env
 from dtrepro.data.d4rl import D4RLData
-from dtrepro.envs import make_env
 
 Policy = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, float]"]
 

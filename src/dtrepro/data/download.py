@@ -26,9 +26,9 @@ from tqdm import tqdm
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import check_d4rl_file, require_regular_file
-from dtrepro.datasets import ENV_VERSIONS, DatasetFile, dataset_file
 from dtrepro.errors import DtreproError
 from dtrepro.params import Params
+from dtrepro.registry.datasets import ENV_VERSIONS, DatasetFile, dataset_file
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little of what arrived
 OFFLINE_ADVICE = (

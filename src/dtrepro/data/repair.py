@@ -19,7 +19,7 @@ from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.boundaries import METHODS, BoundaryRules, find_boundaries
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
-from dtrepro.data.episodes import episode_stats
+from dtrepro.data.flags import episode_stats
 from dtrepro.errors import DtreproError
 
 

@@ -33,18 +33,18 @@ from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from dtrepro import __version__
+from dtrepro.agent.envs import make_env
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.collect.ars import ARS, ARSConfig, LinearPolicy
 from dtrepro.collect.rollout import rollout
 from dtrepro.collect.workers import worker_map
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
-from dtrepro.data.episodes import episode_ends, episode_stats
-from dtrepro.datasets import COLLECTED, lookup
-from dtrepro.envs import make_env
+from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.errors import DtreproError
 from dtrepro.params import Params
-from dtrepro.scores import normalized_score, return_for_score
+from dtrepro.registry.datasets import COLLECTED, lookup
+from dtrepro.registry.scores import normalized_score, return_for_score
 
 ARS_NAME = "ARS (linear policy, observation normalisation, top-b directions)"
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dtrepro.agent.model import DecisionTransformer, ModelConfig
 from dtrepro.errors import DtreproError
-from dtrepro.model import DecisionTransformer, ModelConfig
 
 MIN_ROWS = 16
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dtrepro.agent.envbatch import EnvBatch
+from dtrepro.agent.policy import Policy
 from dtrepro.cpus import usable_cpus
-from dtrepro.envbatch import EnvBatch
-from dtrepro.policy import Policy
 
 
 @dataclass

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
-from dtrepro import plots
 from dtrepro.atomic import atomic_output, write_json
-from dtrepro.datasets import PUBLISHED, PUBLISHED_SOURCES, published_text
-from dtrepro.eval_spec import CHECKPOINTS, EvalParams
-from dtrepro.report import episodes_at, read_episodes
-from dtrepro.runs import Run, StudyParams
-from dtrepro.stats import bootstrap_ci
+from dtrepro.evaluation.eval_params import CHECKPOINTS, EvalParams
+from dtrepro.evaluation.stats import bootstrap_ci
+from dtrepro.registry.datasets import PUBLISHED, PUBLISHED_SOURCES, published_text
+from dtrepro.reporting import plots
+from dtrepro.reporting.report import episodes_at, read_episodes
+from dtrepro.study import Run, StudyParams
 
 CONFIDENCE = 0.95
 PROFILE_POINTS = (25.0, 50.0, 75.0, 100.0)  # the thresholds the table prints (the plot has them all)

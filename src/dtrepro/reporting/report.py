@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dtrepro import findings, plots
 from dtrepro.atomic import atomic_output, write_json
-from dtrepro.datasets import published
 from dtrepro.errors import DtreproError
-from dtrepro.eval_spec import CHECKPOINTS, EvalParams
-from dtrepro.runs import Run, StudyParams
-from dtrepro.scores import D4RL, normalized_score, reference_scores
-from dtrepro.stats import bootstrap_ci, difference_ci
+from dtrepro.evaluation.eval_params import CHECKPOINTS, EvalParams
+from dtrepro.evaluation.stats import bootstrap_ci, difference_ci
+from dtrepro.registry.datasets import published
+from dtrepro.registry.scores import D4RL, normalized_score, reference_scores
+from dtrepro.reporting import findings, plots
+from dtrepro.study import Run, StudyParams
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ started at once in one workspace would overwrite each other's values. A named ru
 therefore holds a lock of its own for its whole length and refuses to start while
 another named run, or any DVC command holding DVC's lock, is running.
 
-    python -m dtrepro.profiles run demo
-    python -m dtrepro.profiles run smoke -S data.url=/data/hopper.hdf5
-    python -m dtrepro.profiles show demo
+    python -m dtrepro.named_runs run demo
+    python -m dtrepro.named_runs run smoke -S data.url=/data/hopper.hdf5
+    python -m dtrepro.named_runs show demo
 """
 
 from __future__ import annotations
@@ -168,13 +168,13 @@ def dvc(root: Path, *args: str, quiet: bool = False) -> subprocess.CompletedProc
 
 def validate(params: dict) -> None:
     """Check every section the stages read, so that a bad value stops the run before anything runs."""
-    from dtrepro.collect.dataset import CollectParams
+    from dtrepro.collect.collector import CollectParams
     from dtrepro.data.download import DownloadParams
     from dtrepro.data.repair import RepairParams
-    from dtrepro.datasets import lookup
-    from dtrepro.eval_spec import EvalParams
-    from dtrepro.runs import StudyParams, check_overrides
-    from dtrepro.train import TrainParams
+    from dtrepro.evaluation.eval_params import EvalParams
+    from dtrepro.registry.datasets import lookup
+    from dtrepro.study import StudyParams, check_overrides
+    from dtrepro.training.loop import TrainParams
 
     study = StudyParams.from_params(params)
     check_overrides(study, params)
@@ -209,7 +209,7 @@ def run(root: Path, name: str, assignments: list[str], targets: list[str]) -> in
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m dtrepro.profiles", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m dtrepro.named_runs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     sub = parser.add_subparsers(dest="verb", required=True)

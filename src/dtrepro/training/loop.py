@@ -29,20 +29,20 @@ import torch.distributed as dist
 from pydantic import Field
 from tqdm import tqdm
 
+from dtrepro.agent.envs import make_env
+from dtrepro.agent.episodes import run_episodes
+from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, ModelParams, action_loss
+from dtrepro.agent.policy import DAMAGED, Policy
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.cpus import torch_threads
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import read_d4rl, require_regular_file
 from dtrepro.device import autocast_dtype, pick_device
-from dtrepro.envs import make_env
-from dtrepro.episodes import run_episodes
 from dtrepro.errors import DtreproError
-from dtrepro.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, ModelParams, action_loss
 from dtrepro.params import PARAMS_FILE, Params
-from dtrepro.policy import DAMAGED, Policy
-from dtrepro.runs import Run
-from dtrepro.sampler import Trajectories, WindowSampler
-from dtrepro.scores import normalized_score, reference_scores
+from dtrepro.registry.scores import normalized_score, reference_scores
+from dtrepro.study import Run
+from dtrepro.training.sampler import Trajectories, WindowSampler
 
 LOG_FIELDS = ("step", "loss", "lr", "samples_per_s", "tokens_per_s", "eval_return", "eval_score")
 # the cosine decay ends at this share of train.lr: the floor of the DT paper's Atari trainer (minGPT's),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
-from dtrepro.scores import normalized_score
+from dtrepro.registry.scores import normalized_score
 
 
 def bootstrap_ci(samples: list[np.ndarray], resamples: int, seed: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -27,10 +27,10 @@ import numpy as np
 from dtrepro.atomic import atomic_folder, atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
-from dtrepro.data.episodes import episode_ends, episode_stats
-from dtrepro.datasets import env_id, family, lookup
+from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.errors import DtreproError
-from dtrepro.scores import reference_scores
+from dtrepro.registry.datasets import env_id, family, lookup
+from dtrepro.registry.scores import reference_scores
 
 MINARI_PATH_VAR = "MINARI_DATASETS_PATH"  # Minari's own variable; its default is ~/.minari/datasets
 

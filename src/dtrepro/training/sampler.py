@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dtrepro.data.d4rl import D4RLData
-from dtrepro.data.episodes import episode_ends
+from dtrepro.data.flags import episode_ends
 from dtrepro.errors import DtreproError
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from dtrepro.datasets import family
+from dtrepro.registry.datasets import family
 
 D4RL = "d4rl"  # the reference scores' source when they are D4RL's constants
 

@@ -13,9 +13,9 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from dtrepro.datasets import lookup
 from dtrepro.errors import DtreproError
 from dtrepro.params import Params, add_dataset_argument
+from dtrepro.registry.datasets import lookup
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,17 @@
-"""The project modules a script imports, transitively: what its DVC stage must list as deps."""
+"""The project modules a script imports, transitively: what its DVC stage must list as deps.
+
+tests/test_dvc_yaml.py checks dvc.yaml's deps against it, and the train stage fingerprints the code it
+runs with it (a resume happens only for the code that was interrupted).
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
+SRC = Path(__file__).resolve().parents[1]  # the folder that holds the dtrepro package
+ROOT = SRC.parent  # the repository root, where dvc.yaml's deps are relative to
+DATA_SUFFIXES = (".tsv",)  # the package's data files, read by the module that names them
 
 
 def _module_file(name: str) -> Path | None:
@@ -22,12 +27,17 @@ def _module_file(name: str) -> Path | None:
 
 
 def _imports(path: Path) -> set[Path]:
+    """The project files `path` imports, and the data files beside it that it names (d4rl_files.tsv)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(DATA_SUFFIXES):
+            if (path.parent / node.value).is_file():
+                found.add(path.parent / node.value)
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from dtrepro import plots` imports a module; `from dtrepro.x import name` imports x
+            # `from dtrepro.reporting import plots` imports a module; `from dtrepro.x import name` imports x
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         else:
             continue
@@ -48,7 +58,8 @@ def closure(script: Path) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        todo.extend(_imports(path) - seen)
+        if path.suffix == ".py":
+            todo.extend(_imports(path) - seen)
     return {p.relative_to(ROOT) for p in seen}
 
 
@@ -58,7 +69,7 @@ def as_deps(files: set[Path]) -> set[str]:
     files = {f for f in files if not (f.name == "__init__.py" and not (ROOT / f).read_text().strip())}
     deps = {str(f) for f in files}
     for folder in {f.parent for f in files if f.parent != Path("src/dtrepro") and f.parts[0] == "src"}:
-        members = {p.relative_to(ROOT) for p in (ROOT / folder).glob("*.py")}
+        members = {p.relative_to(ROOT) for p in (ROOT / folder).iterdir() if p.suffix in (".py", *DATA_SUFFIXES)}
         members = {f for f in members if not (f.name == "__init__.py" and not (ROOT / f).read_text().strip())}
         if members and members <= files:
             deps = {d for d in deps if Path(d).parent != folder} | {str(folder)}

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dtrepro.agent.episodes import run_episodes
+from dtrepro.agent.policy import policy_from_checkpoint
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.cpus import torch_threads
 from dtrepro.device import autocast_dtype, pick_device
-from dtrepro.episodes import run_episodes
-from dtrepro.eval_spec import CHECKPOINTS, EPISODE_FIELDS, EvalParams, metric_key
-from dtrepro.policy import policy_from_checkpoint
-from dtrepro.scores import normalized_score, reference_scores
-from dtrepro.stats import score_summary
+from dtrepro.evaluation.eval_params import CHECKPOINTS, EPISODE_FIELDS, EvalParams, metric_key
+from dtrepro.evaluation.stats import score_summary
+from dtrepro.registry.scores import normalized_score, reference_scores
 
 
 def evaluate_checkpoints(

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dtrepro.agent.envs import make_env
 from dtrepro.cpus import usable_cpus
-from dtrepro.envs import make_env
 
 
 class EnvBatch:
