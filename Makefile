@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 PROFILE ?=
 # a named run (profiles/$(PROFILE).yaml, as the DVC experiment $(PROFILE)), or the workspace's params.yaml as it is
-EXP_RUN = $(if $(PROFILE),$(BIN)/python -m dtrepro.named_runs run $(PROFILE),$(BIN)/dvc exp run)
+EXP_RUN = $(if $(PROFILE),$(BIN)/dtrepro run $(PROFILE),$(BIN)/dvc exp run)
 
 .PHONY: install test test-fast lint repro ablations demo suite suite-smoke bench bench-gpu docker-build docker-test clean help
 
@@ -52,16 +52,16 @@ ablations: install
 	@echo "ablations: tables results/ablations.md, metrics results/ablations.json, plots results/plots/*.png"
 
 demo: install
-	$(BIN)/python -m dtrepro.named_runs run demo
+	$(BIN)/dtrepro run demo
 	@echo "demo: tables results/ablations.md, plots results/plots/*/*.png, metrics results/ablations.json and reports/ (dvc metrics show); checkpoints models/<dataset>/k<K>-seed<S>/"
 
 # The DT paper's table (profiles/suite.yaml) as the DVC experiment suite; suite-smoke: the same offline, small.
 suite: install
-	$(BIN)/python -m dtrepro.named_runs run suite
+	$(BIN)/dtrepro run suite
 	@echo "suite: results/suite.md, results/suite.json, results/suite-plots/*.png; per dataset: results/ablations.md"
 
 suite-smoke: install
-	$(BIN)/python -m dtrepro.named_runs run suite-smoke
+	$(BIN)/dtrepro run suite-smoke
 	@echo "suite-smoke: results/suite.md, results/suite.json, results/suite-plots/*.png"
 
 bench: install

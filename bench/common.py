@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the tests' Hopper data and reference evaluation
-from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl  # noqa: E402
-from dtrepro.data.repair import RepairParams, repair_file  # noqa: E402
-from dtrepro.named_runs import resolve  # noqa: E402
-from dtrepro.training.loop import TrainParams  # noqa: E402
+from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
+from dtrepro.data.repair import RepairParams, repair_file
+from dtrepro.named_runs import resolve
+from dtrepro.testing.hopper import concatenate, hopper_dataset
+from dtrepro.training.loop import TrainParams
 
-from helpers import HOPPER  # noqa: E402
-from hopper import concatenate, hopper_dataset  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+HOPPER = "hopper-medium-v2"  # the dataset whose facts the benchmarks' data stand for
 
 
 def hopper_like(rows: int) -> tuple[D4RLData, np.ndarray]:

@@ -41,10 +41,10 @@ from dtrepro.agent.policy import Policy, policy_from_checkpoint
 from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.study import Run
+from dtrepro.testing.reference import run_episodes_one_by_one
 from dtrepro.training.loop import train
 
 from common import HOPPER, clean_hopper_file, preset_params
-from reference import run_episodes_one_by_one
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV, EPISODES, TARGET = "Hopper-v4", 20, 3600.0

@@ -13,8 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import copy_repo, run  # noqa: E402
+from dtrepro.testing.repos import copy_repo, run
 
 TARGET_S = 5.0
 
@@ -35,9 +34,7 @@ def timed(repo: Path, *cmd: str, repeats: int = 3) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = copy_repo(Path(tmp))
-        subprocess.run(
-            [sys.executable, "-m", "dtrepro.named_runs", "run", "smoke"], cwd=repo, check=True, capture_output=True
-        )
+        subprocess.run([sys.executable, "-m", "dtrepro.cli", "run", "smoke"], cwd=repo, check=True, capture_output=True)
         startup = timed(repo, "dvc", "--version")
         repro = timed(repo, "dvc", "repro")
         status = timed(repo, "dvc", "status")

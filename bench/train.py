@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import dtrepro.agent.model
+import dtrepro.agent.dropout
 from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, action_loss
 from dtrepro.data.d4rl import read_d4rl
 from dtrepro.device import autocast_dtype, cpu_has_native_bf16
@@ -171,15 +171,15 @@ def bench_precision(clean: Path, tmp: Path, float32: float) -> None:
 
 def bench_dropout(clean: Path, tmp: Path) -> None:
     """The model's CPU dropout against torch's, through the stage's own loop, for the demo and paper presets."""
-    ours = dtrepro.agent.model.dropout
+    ours = dtrepro.agent.dropout.dropout
     for profile, steps in (("demo", 400), ("paper", 200)):
         times = {}
         for name, fn in (("ours", ours), ("torch", lambda x, p, training=True: F.dropout(x, p, training))):
-            dtrepro.agent.model.dropout = fn  # what Dropout and the attention weights call
+            dtrepro.agent.dropout.dropout = fn  # what Dropout and the attention weights call
             try:
                 times[name], _ = stage_step(clean, tmp, f"{profile}-{name}", steps, profile)
             finally:
-                dtrepro.agent.model.dropout = ours
+                dtrepro.agent.dropout.dropout = ours
         model = preset_params(profile).model
         print(
             f"{profile} preset (embed {model.embed_dim}, {model.layers} layers, dropout {model.dropout}), default "

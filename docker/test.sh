@@ -77,7 +77,7 @@ git -C "$work/repo" -c user.name=docker-test -c user.email=docker-test@localhost
 
 step "the named smoke run (dvc exp run) in the container as $uid:$gid"
 podman run --rm --network none --user "$uid:$gid" -v "$work/repo:/workspace" "$IMAGE" \
-  python -m dtrepro.named_runs run smoke
+  dtrepro run smoke
 podman run --rm --user "$uid:$gid" -v "$work/repo:/workspace" "$IMAGE" dvc status \
   | grep -q "Data and pipelines are up to date" || fail "dvc status in the container is not up to date after the run"
 

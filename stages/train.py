@@ -3,16 +3,18 @@
 dvc.yaml runs it once per (dataset, context length, seed) of params.yaml's study section.
 Reads  --data (a clean D4RL file); params.yaml model.*, train.*, data.env_version; --dataset NAME
        --context-len K --seed S
-Writes --out-dir/last.pt (resumable: optimizer, scheduler and RNG state, the log so far),
-       --out-dir/best.pt (best periodic evaluation),
+Writes --out-dir/last.pt (the final weights) and --out-dir/best.pt (the best periodic evaluation), at the end;
        --log-file (TSV: loss, lr, throughput, evaluations; dvc plots), --metrics (JSON)
-Killed at any moment, the stage resumes from last.pt when run again with the same params and data;
-with a complete last.pt it writes the log and metrics again without training.
+Keeps  --out-dir/.resume/state.pt, no output of DVC's: every train.checkpoint_every steps the optimizer,
+       scheduler and RNG states and the log so far. Killed at any moment, the stage resumes from it when run
+       again with the same code, params and data; with a complete one it writes its outputs without training.
 Under `torchrun --nproc_per_node=N stages/train.py ...` it trains with DDP; rank 0 writes.
 """
 
 import argparse
+from pathlib import Path
 
+from dtrepro.closure import code_sha256
 from dtrepro.errors import run_stage
 from dtrepro.params import add_params_argument
 from dtrepro.study import Run, add_run_arguments
@@ -32,7 +34,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     run = Run(args.context_len, args.seed)
     params = TrainParams.from_params(args.params, args.dataset)
-    metrics = train(params, run, args.data, args.out_dir, args.log_file, args.metrics)
+    metrics = train(params, run, args.data, args.out_dir, args.log_file, args.metrics, code_sha256(Path(__file__)))
     if metrics:  # rank 0
         best = metrics["best_eval_score"]
         print(

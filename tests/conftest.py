@@ -1,25 +1,22 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from dtrepro.cpus import set_thread_defaults
 
 set_thread_defaults()  # the stages' thread choice, before anything loads torch: durations stop depending on load
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-
 from dtrepro.data.d4rl import write_d4rl  # noqa: E402
+from dtrepro.testing.hopper import hopper_dataset  # noqa: E402
 
 from helpers import copy_repo  # noqa: E402
-from hopper import hopper_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def hopper():
-    """(data, true terminals, true timeouts) of a real Hopper-v4 dataset; see tests/hopper.py."""
+    """(data, true terminals, true timeouts) of a real Hopper-v4 dataset; see dtrepro.testing.hopper."""
     return hopper_dataset()
 
 
@@ -33,3 +30,26 @@ def hopper_file(hopper, tmp_path_factory):
 @pytest.fixture
 def repo_copy(tmp_path):
     return copy_repo(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def smoke_done(tmp_path_factory):
+    """A copy of the repository after the named smoke run, committed: copy it (`copy_done`) before changing it."""
+    import sys
+
+    from helpers import run
+
+    repo = copy_repo(tmp_path_factory.mktemp("smoke-done"))
+    proc = run([sys.executable, "-m", "dtrepro.cli", "run", "smoke"], repo, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "the smoke run"]):
+        assert run(cmd, repo).returncode == 0
+    return repo
+
+
+@pytest.fixture
+def copy_done(smoke_done, tmp_path):
+    """A private copy of `smoke_done`, its git history and DVC cache included."""
+    import shutil
+
+    return Path(shutil.copytree(smoke_done, tmp_path / "repo", symlinks=True))

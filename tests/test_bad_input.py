@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import HOPPER, ROOT
+from helpers import HOPPER, ROOT, one_line, run
 
 
 def write(path: Path, **datasets):
@@ -173,7 +173,7 @@ def test_an_unreadable_input_and_an_unwritable_output_folder(tmp_path, hopper_fi
 )
 def test_a_bad_param_value_stops_a_named_run_before_anything_runs(repo_copy, key, value, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "dtrepro.named_runs", "run", "smoke", "-S", f"{key}={value}"],
+        [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", f"{key}={value}"],
         cwd=repo_copy,
         capture_output=True,
         text=True,
@@ -187,3 +187,17 @@ def test_generated_files_are_ignored_by_git():
     """MuJoCo writes MUJOCO_LOG.TXT where it runs after an unstable step; `dvc plots show` writes dvc_plots/."""
     for path in ("MUJOCO_LOG.TXT", "dvc_plots/index.html", "stages/MUJOCO_LOG.TXT"):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+
+
+def test_a_stage_refuses_to_run_another_checkout_s_code(repo_copy):
+    """DVC records a clone's src/ as the stage's deps; running the dtrepro of another checkout instead would record
+    one code and run another. Same files (DVC's queue copies) are fine."""
+    cmd = [sys.executable, "stages/study.py", "--stamp", "reports/study.ok"]
+    env = {"PYTHONPATH": str(ROOT / "src")}
+    assert run(cmd, repo_copy, env=env).returncode == 0  # the copy's files are this checkout's
+    with open(repo_copy / "src/dtrepro/study.py", "a") as f:
+        f.write("# edited in the clone\n")
+    proc = run(cmd, repo_copy, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "whose src/dtrepro/study.py differs: DVC would record one code and run another" in one_line(proc.stderr)
+    assert run(cmd, repo_copy).returncode == 0  # with its own src/ first, as every command of the project runs it

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.envbatch import EnvBatch
 from dtrepro.agent.envs import make_env
 from dtrepro.agent.episodes import run_episodes
@@ -20,9 +21,9 @@ from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
 from dtrepro.evaluation.stats import bootstrap_ci
 from dtrepro.registry.scores import normalized_score, return_for_score
+from dtrepro.testing.reference import run_episodes_one_by_one
 
 from helpers import HOPPER, ROOT, params, run
-from reference import run_episodes_one_by_one
 
 RECORD_FIELDS = {
     "return_mean",
@@ -131,18 +132,18 @@ def test_mismatched_state_dimension_is_a_clear_error():
 
 
 def write_checkpoint(path, policy: Policy, step: int, train_seed: int = 0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = {
-        "model": policy.model.state_dict(),
-        "config": policy.model.cfg.to_dict(),
-        "state_mean": torch.as_tensor(policy.state_mean, dtype=torch.float32),
-        "state_std": torch.as_tensor(policy.state_std, dtype=torch.float32),
-        "return_scale": policy.return_scale,
-        "step": step,
-        "env_id": "Hopper-v4",
-        "train_seed": train_seed,
-    }
-    torch.save(ckpt, path)
+    """Through the one checkpoint format the train stage writes (`Checkpoint`)."""
+    Checkpoint(
+        model=policy.model.state_dict(),
+        config=policy.model.cfg.to_dict(),
+        state_mean=torch.as_tensor(policy.state_mean, dtype=torch.float32),
+        state_std=torch.as_tensor(policy.state_std, dtype=torch.float32),
+        return_scale=policy.return_scale,
+        step=step,
+        env_id="Hopper-v4",
+        ref_scores={},
+        train_seed=train_seed,
+    ).save(path)
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def test_the_smoke_pipeline_runs_on_a_minari_dataset_named_alone(tmp_path):
         del os.environ[MINARI_PATH_VAR]
     repo = copy_repo(tmp_path)
     proc = run(
-        [sys.executable, "-m", "dtrepro.named_runs", "run", "smoke", "-S", f"study.datasets=[{MINARI_ID}]"],
+        [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", f"study.datasets=[{MINARI_ID}]"],
         repo,
         env={MINARI_PATH_VAR: str(home)},
         timeout=900,

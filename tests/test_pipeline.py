@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from dtrepro.collect.rollout import rollout
+from dtrepro.commands import repo_env
 from dtrepro.data.d4rl import write_d4rl
 from dtrepro.registry.datasets import dataset_file, published_text
 
@@ -28,7 +28,7 @@ RUNS = [f"{D}-{k}-{s}" for k in (5, 1) for s in (0, 1)]  # DVC's names of its (d
 
 
 def named(repo, name, *assignments, check=True):
-    proc = run([sys.executable, "-m", "dtrepro.named_runs", "run", name, *assignments], repo, timeout=900)
+    proc = run([sys.executable, "-m", "dtrepro.cli", "run", name, *assignments], repo, timeout=900)
     assert proc.returncode == 0 or not check, proc.stdout + proc.stderr
     return proc
 
@@ -65,7 +65,7 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
     assert stages_run(out) == {"study", f"source@{D}", f"repair@{D}", "report", "suite"} | {
         f"{st}@{r}" for st in ("train", "evaluate") for r in runs
     }
-    assert "Ran experiment(s): smoke" in out
+    assert "the experiment 'smoke' holds this run" in out and "smoke" in dvc(repo, "exp", "list").stdout.split()
     # DVC's view is the workspace's: nothing to run, params.yaml holds the values dvc.lock records
     assert up_to_date(repo)
     assert yaml.safe_load((repo / "params.yaml").read_text())["study"]["seeds"] == [0, 1]
@@ -134,29 +134,51 @@ def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(smoke_r
     assert "last.target_3600.normalized_score_mean" in dvc(repo, "metrics", "diff").stdout
 
 
-def test_an_edit_to_the_train_stage_reruns_every_train_stage_cleanly(smoke_repo):
-    """A finished train stage runs again (code edit, -f): from its complete last.pt, all outputs written."""
+def checkpoints(repo) -> dict[str, bytes]:
+    return {r: (repo / "models" / D / "k{}-seed{}".format(*r.split("-")[-2:]) / "last.pt").read_bytes() for r in RUNS}
+
+
+def test_an_edit_to_the_training_code_retrains_and_a_model_that_came_out_the_same_reevaluates_nothing(smoke_repo):
+    """A code edit re-runs every train stage from scratch (the resume state is the old code's); on the CPU the
+    weights come out byte for byte the same, so DVC re-runs no evaluation. `-f` finds the complete resume state."""
     repo, _ = smoke_repo
-    logs = {r: repo / "reports/train" / D / "k{}-seed{}.tsv".format(*r.split("-")[-2:]) for r in RUNS}
-    before = {r: path.read_text() for r, path in logs.items()}
+    before = checkpoints(repo)
     with open(repo / "stages" / "train.py", "a") as f:
-        f.write("# an edit\n")
+        f.write("# an edit that changes nothing learnt\n")
     edited = dvc(repo, "exp", "run")
-    assert {f"train@{r}" for r in RUNS} <= stages_run(edited.stdout)
-    assert edited.stdout.count("resuming from") == len(RUNS)
-    for r in RUNS:
-        assert logs[r].read_text() == before[r]
+    # the report draws the learning curves, whose log holds the run's throughput: it alone runs again
+    assert stages_run(edited.stdout) == {f"train@{r}" for r in RUNS} | {"report"}
+    assert edited.stdout.count("is from other params, data or code: starting afresh") == len(RUNS)
+    assert checkpoints(repo) == before
     forced = dvc(repo, "exp", "run", "-f", f"train@{D}-5-0")
-    assert f"Running stage 'train@{D}-5-0'" in forced.stdout
+    assert f"Running stage 'train@{D}-5-0'" in forced.stdout and "at step 20" in forced.stdout
+    assert checkpoints(repo) == before and up_to_date(repo)
+
+
+def test_an_edit_that_changes_what_is_learnt_retrains_and_the_new_weights_differ(smoke_repo):
+    """The case a resume of the old code's complete state would hide: the new code's models, evaluated anew."""
+    repo, _ = smoke_repo
+    before = checkpoints(repo)
+    loop = repo / "src/dtrepro/training/loop.py"
+    text = loop.read_text()
+    assert text.count("torch.manual_seed(run.seed + ddp.rank)") == 1
+    seed_line = "torch.manual_seed(run.seed + ddp.rank)"
+    loop.write_text(text.replace(seed_line, seed_line.replace("ddp.rank", "ddp.rank + 7")))
+    edited = dvc(repo, "exp", "run")
+    assert {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} <= stages_run(edited.stdout)
+    assert all(checkpoints(repo)[r] != before[r] for r in RUNS)
+    loop.write_text(text)  # back to the committed code: DVC restores the first models from its run-cache
+    back = dvc(repo, "exp", "run")
+    assert stages_run(back.stdout) <= {"report", "suite"} and checkpoints(repo) == before
     assert up_to_date(repo)
 
 
 def test_two_named_runs_at_once_the_second_is_refused(smoke_repo):
     repo, _ = smoke_repo
     first = subprocess.Popen(
-        [sys.executable, "-m", "dtrepro.named_runs", "run", "smoke", "-S", "eval.seed=3000"],
+        [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", "eval.seed=3000"],
         cwd=repo,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        env=repo_env(repo),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -14,9 +14,9 @@ from dtrepro.data.boundaries import find_boundaries, split_long_episodes
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, read_d4rl
 from dtrepro.data.repair import RepairParams, repair_dataset, repair_file
 from dtrepro.errors import DtreproError
+from dtrepro.testing.hopper import pd_policy, without_timeouts_at
 
 from helpers import HOPPER, params
-from hopper import pd_policy, without_timeouts_at
 
 REPAIR = RepairParams.from_params(params(), HOPPER)
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import dtrepro.agent.model
-from dtrepro.agent.model import DecisionTransformer, ModelConfig, action_loss, dropout
+import dtrepro.agent.dropout
+from dtrepro.agent.dropout import dropout
+from dtrepro.agent.model import DecisionTransformer, ModelConfig, action_loss
 from dtrepro.data.d4rl import D4RLData
 from dtrepro.errors import DtreproError
 from dtrepro.training.sampler import Trajectories, WindowSampler, returns_to_go
@@ -154,7 +155,8 @@ def test_cpu_attention_with_dropout_computes_what_sdpa_computes(monkeypatch):
     expected = model.eval()(s, a, r, t, mask)  # scaled_dot_product_attention, no dropout
     trained = model.train()(s, a, r, t, mask)
     assert not torch.allclose(trained, expected)  # dropout acts in training
-    monkeypatch.setattr(dtrepro.agent.model, "dropout", lambda x, p, training=True: x)  # the CPU path, dropping nothing
+    # the CPU path, dropping nothing
+    monkeypatch.setattr(dtrepro.agent.dropout, "dropout", lambda x, p, training=True: x)
     torch.testing.assert_close(model.train()(s, a, r, t, mask), expected, rtol=0, atol=1e-6)
 
 

@@ -7,12 +7,14 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.model import DecisionTransformer, ModelConfig
 from dtrepro.agent.policy import policy_from_checkpoint
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
@@ -20,6 +22,7 @@ from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
 from dtrepro.study import Run
 from dtrepro.training.loop import LOG_FIELDS, LR_FLOOR, TrainParams, lr_factor, train
+from dtrepro.training.resume import fingerprint, resume_path
 
 from helpers import HOPPER, ROOT, one_line, params, run
 
@@ -80,8 +83,12 @@ def weights(path):
 
 def log_rows(path):
     """The log without its timing columns, which differ between runs."""
-    with open(path) as f:
-        return [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in csv.DictReader(f, delimiter="\t")]
+    return log_rows_of(path.read_bytes())
+
+
+def log_rows_of(text: bytes):
+    rows = csv.DictReader(text.decode().splitlines(), delimiter="\t")
+    return [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in rows]
 
 
 def train_stage(cmd, *prefix) -> subprocess.CompletedProcess:
@@ -92,12 +99,14 @@ def test_checkpoint_round_trip_gives_identical_actions(clean_file, tmp_path):
     cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml"), data=clean_file)
     assert train_stage(cmd).returncode == 0
     policy, ckpt = policy_from_checkpoint(out / "models" / "last.pt")
-    assert ckpt["step"] == 40 and ckpt["train_seed"] == 0
-    assert set(ckpt) >= {"optimizer", "scheduler", "rng_torch", "rng_samplers", "log"}
+    assert ckpt.step == 40 and ckpt.train_seed == 0 and ckpt.env_id == "Hopper-v4"
+    assert set(torch.load(out / "models" / "last.pt", weights_only=True)) == {f.name for f in fields(Checkpoint)}
+    state = torch.load(resume_path(out / "models"), weights_only=True)  # the resume state, beside, no output
+    assert state["step"] == 40 and {"optimizer", "scheduler", "rng", "rng_sampler", "log"} <= set(state)
     best, best_ckpt = policy_from_checkpoint(out / "models" / "best.pt")
-    assert "optimizer" not in best_ckpt and best_ckpt["config"] == ckpt["config"]
-    fresh = DecisionTransformer(ModelConfig(**ckpt["config"]))
-    fresh.load_state_dict(ckpt["model"])
+    assert best_ckpt.config == ckpt.config and best_ckpt.step in (20, 40)
+    fresh = DecisionTransformer(ModelConfig(**ckpt.config))
+    fresh.load_state_dict(ckpt.model)
     x = (
         torch.randn(3, 5, 11),
         torch.randn(3, 5, 3),
@@ -137,29 +146,56 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights_and_log(clean_f
     cmd, cut = train_cmd(tmp_path, params_path, "killed", data=clean_file)
     killed = train_stage(cmd, "-c", KILL_AT_STEP, "140")
     assert killed.returncode == -signal.SIGKILL
-    last = cut / "models" / "last.pt"
-    assert torch.load(last, weights_only=True)["step"] == 125  # the checkpoint before the kill
+    last, state = cut / "models" / "last.pt", resume_path(cut / "models")
+    assert not last.exists() and torch.load(state, weights_only=True)["step"] == 125  # the state before the kill
     resumed = train_stage(cmd)
-    assert resumed.returncode == 0 and f"resuming from {last} at step 125" in resumed.stdout
+    assert resumed.returncode == 0 and f"resuming from {state} at step 125" in resumed.stdout
     a, b = weights(whole / "models" / "last.pt"), weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert log_rows(cut / "log.tsv") == log_rows(whole / "log.tsv")  # the log survives the resume whole
     assert len(log_rows(whole / "log.tsv")) == 300 // 5
 
 
+OUTPUTS = ("models/last.pt", "models/best.pt", "log.tsv", "train.json")
+
+
 @pytest.mark.slow
 def test_a_complete_run_writes_its_outputs_again_without_training(clean_file, tmp_path):
-    """What `dvc repro -f` or an edit to the stage's code leaves: last.pt complete, the log and metrics deleted."""
+    """What `dvc repro -f` leaves: DVC deleted the outputs, the complete resume state of the same code is there."""
     cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml"), data=clean_file)
     assert train_stage(cmd).returncode == 0
-    before, weights_before = log_rows(out / "log.tsv"), weights(out / "models" / "last.pt")
-    (out / "log.tsv").unlink()
-    (out / "train.json").unlink()
+    before = {name: (out / name).read_bytes() for name in OUTPUTS}
+    for name in OUTPUTS:
+        (out / name).unlink()
     again = train_stage(cmd)
     assert again.returncode == 0 and "at step 40" in again.stdout
-    assert log_rows(out / "log.tsv") == before and json.loads((out / "train.json").read_text())["steps"] == 40
-    after = weights(out / "models" / "last.pt")
-    assert all(torch.equal(weights_before[k], after[k]) for k in after)
+    assert log_rows(out / "log.tsv") == log_rows_of(before["log.tsv"])
+    assert all((out / name).read_bytes() == before[name] for name in OUTPUTS[:2])  # the same bytes
+
+
+def test_retraining_on_the_cpu_gives_byte_identical_checkpoints(clean_file, tmp_path):
+    """Nothing of the clock in a .pt file: the same params, data and seed, the same bytes (so DVC re-runs nothing
+    downstream of a model that came out the same). Fails if last.pt carried the log's throughput."""
+    params_path = write_params(tmp_path / "params.yaml")
+    outs = []
+    for name in ("a", "b"):
+        cmd, out = train_cmd(tmp_path, params_path, name, data=clean_file)
+        assert train_stage(cmd).returncode == 0
+        outs.append(out)
+    for name in OUTPUTS[:2]:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+
+
+def test_another_code_fingerprint_starts_afresh(clean_file, tmp_path):
+    """A resume state is used only by the code that wrote it: an edit to the training code never keeps old weights."""
+    chosen = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": 10}), HOPPER)
+    paths = (clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json")
+    first = train(chosen, Run(5, 0), *paths, code_sha256="before")
+    state = torch.load(resume_path(tmp_path / "m"), weights_only=True)
+    assert train(chosen, Run(5, 0), *paths, code_sha256="before") == first  # complete: written again, not trained
+    again = train(chosen, Run(5, 0), *paths, code_sha256="after")
+    assert again["samples_per_s"] != first["samples_per_s"]  # trained all ten steps again, at another speed
+    assert torch.load(resume_path(tmp_path / "m"), weights_only=True)["fingerprint"] != state["fingerprint"]
 
 
 def test_lr_warms_up_then_stays_or_decays_by_a_cosine_to_the_floor():
@@ -183,15 +219,15 @@ def test_the_log_shows_the_decaying_rate_of_a_cosine_run(clean_file, tmp_path):
     assert logged[-1] == pytest.approx(1e-3 * LR_FLOOR) and all(np.diff(logged[1:]) < 0)
 
 
-def test_a_truncated_last_pt_is_said_then_training_starts_afresh(clean_file, tmp_path):
+def test_a_truncated_resume_state_is_said_then_training_starts_afresh(clean_file, tmp_path):
     cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml", steps=10), data=clean_file)
-    last = out / "models" / "last.pt"
-    last.parent.mkdir(parents=True)
-    last.write_bytes(b"PK\x03\x04 cut short")
+    state = resume_path(out / "models")
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"PK\x03\x04 cut short")
     proc = train_stage(cmd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "damaged or cut short: starting afresh" in proc.stdout and "Traceback" not in proc.stderr
-    assert torch.load(last, weights_only=True)["step"] == 10
+    assert torch.load(out / "models" / "last.pt", weights_only=True)["step"] == 10
 
 
 @pytest.mark.slow
@@ -208,10 +244,13 @@ def test_log_every_and_device_do_not_change_the_fingerprint():
     other = TrainParams.from_params(
         params(model=TINY_MODEL, train={**TINY_TRAIN, "log_every": 7, "device": "auto"}), HOPPER
     )
-    assert base.fingerprint(Run(5, 0), "sha") == other.fingerprint(Run(5, 0), "sha")
+
+    def key(chosen, run="k5-seed0", data="sha", code="code"):
+        return fingerprint(chosen.shaping, run, data, code)
+
+    assert key(base) == key(other)
     changed = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "lr": 0.5}), HOPPER)
-    assert base.fingerprint(Run(5, 0), "sha") != changed.fingerprint(Run(5, 0), "sha")
-    assert base.fingerprint(Run(5, 0), "sha") != base.fingerprint(Run(5, 1), "sha")
+    assert len({key(base), key(changed), key(base, run="k5-seed1"), key(base, data="x"), key(base, code="y")}) == 5
 
 
 def write_variant(clean_file, path, **arrays):
@@ -244,16 +283,52 @@ def test_a_dataset_of_another_env_is_refused_before_training(clean_file, tmp_pat
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_gloo(clean_file, tmp_path):
-    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml", steps=20), data=clean_file)
+def test_two_processes_on_gloo_average_their_gradients_into_one_process_s_weights(clean_file, tmp_path):
+    """torchrun's two processes, each with half of the global batch, end with the weights one process gets from the
+    whole batch (dropout 0). Fails if the gradients were not averaged (rank 0 would have learnt from its half alone),
+    if the ranks drew other windows than one process does, or if rank 1 wrote too."""
+    params_path = write_params(tmp_path / "params.yaml", steps=8, log_every=4, checkpoint_every=4, eval_every=8)
+    text = yaml.safe_load(params_path.read_text())
+    text["model"]["dropout"] = 0.0
+    params_path.write_text(yaml.safe_dump(text))
+    cmd, one = train_cmd(tmp_path, params_path, "one", data=clean_file)
+    assert train_stage(cmd).returncode == 0
+    cmd, two = train_cmd(tmp_path, params_path, "two", data=clean_file)
     proc = train_stage(cmd, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "train.json").read_text())
-    assert metrics["processes"] == 2 and metrics["steps"] == 20
-    ckpt = torch.load(out / "models" / "last.pt", weights_only=True)
-    assert (
-        len(ckpt["rng_samplers"]) == 2 and proc.stdout.count(f"train {HOPPER} k5-seed0: 20 steps") == 1
-    )  # rank 0 alone
+    metrics = json.loads((two / "train.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 8
+    assert proc.stdout.count(f"train {HOPPER} k5-seed0: 8 steps") == 1  # rank 0 alone writes
+    assert len(torch.load(resume_path(two / "models"), weights_only=True)["rng"]) == 2
+    a, b = weights(one / "models" / "last.pt"), weights(two / "models" / "last.pt")
+    start = DecisionTransformer(ModelConfig(**torch.load(one / "models" / "last.pt", weights_only=True)["config"]))
+    assert any(not torch.allclose(a[k], start.state_dict()[k]) for k in a)  # training moved the weights
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch):
+    """Under torchrun every rank uses cuda:LOCAL_RANK, not cuda:0; a rank beyond the node's GPUs is refused.
+    No GPU here: only the GPU count is mocked."""
+    from dtrepro.training.ddp import rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [rank_device(torch.device("cuda"), r) for r in range(4)] == [torch.device("cuda", r) for r in range(4)]
+    assert rank_device(torch.device("cpu"), 3) == torch.device("cpu")
+    with pytest.raises(DtreproError, match="LOCAL_RANK=4 has no GPU of its own: this node has 4"):
+        rank_device(torch.device("cuda"), 4)
+
+
+def test_ddp_is_built_with_the_rank_s_device_ids(monkeypatch):
+    """The DDP wrapper gets device_ids=[local_rank] on CUDA (nanoGPT's `DDP(model, device_ids=[ddp_local_rank])`)."""
+    from dtrepro.training import ddp as ddp_module
+
+    seen = {}
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kw: seen.update(kw) or model)
+    ddp_module.Distributed(1, 2, 1, torch.device("cuda", 1)).wrap(torch.nn.Linear(1, 1))
+    assert seen == {"device_ids": [1]}
+    ddp_module.Distributed(1, 2, 1, torch.device("cpu")).wrap(torch.nn.Linear(1, 1))
+    assert seen == {"device_ids": None}
 
 
 @pytest.mark.slow

@@ -7,18 +7,18 @@ runs with it (a resume happens only for the code that was interrupted).
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1]  # the folder that holds the dtrepro package
-ROOT = SRC.parent  # the repository root, where dvc.yaml's deps are relative to
+ROOT = Path(__file__).resolve().parents[2]  # this package's repository: where dvc.yaml's deps are relative to
 DATA_SUFFIXES = (".tsv",)  # the package's data files, read by the module that names them
 
 
-def _module_file(name: str) -> Path | None:
+def _module_file(name: str, src: Path) -> Path | None:
     """`dtrepro.data.d4rl` -> src/dtrepro/data/d4rl.py (or the package's __init__.py); None if not ours."""
     if name != "dtrepro" and not name.startswith("dtrepro."):
         return None
-    base = SRC.joinpath(*name.split("."))
+    base = src.joinpath(*name.split("."))
     if base.with_suffix(".py").is_file():
         return base.with_suffix(".py")
     if (base / "__init__.py").is_file():
@@ -26,7 +26,7 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(path: Path) -> set[Path]:
+def _imports(path: Path, src: Path) -> set[Path]:
     """The project files `path` imports, and the data files beside it that it names (d4rl_files.tsv)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -44,14 +44,16 @@ def _imports(path: Path) -> set[Path]:
         for name in names:
             parts = name.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-                file = _module_file(".".join(parts[:i]))
+                file = _module_file(".".join(parts[:i]), src)
                 if file is not None:
                     found.add(file)
     return found
 
 
 def closure(script: Path) -> set[Path]:
-    """`script` and every project file it imports, transitively (relative to the repository root)."""
+    """`script` (in a folder of the repository root, as stages/ is) and every project file it imports, transitively,
+    from that repository's src/: relative to its root."""
+    root = script.resolve().parents[1]
     seen, todo = set(), [script.resolve()]
     while todo:
         path = todo.pop()
@@ -59,18 +61,26 @@ def closure(script: Path) -> set[Path]:
             continue
         seen.add(path)
         if path.suffix == ".py":
-            todo.extend(_imports(path) - seen)
-    return {p.relative_to(ROOT) for p in seen}
+            todo.extend(_imports(path, root / "src") - seen)
+    return {p.relative_to(root) for p in seen}
 
 
-def as_deps(files: set[Path]) -> set[str]:
+def as_deps(files: set[Path], root: Path = ROOT) -> set[str]:
     """Files as dvc.yaml deps: a package folder stands for all its files when every one is imported;
     empty __init__.py files (which change nothing) are left out."""
-    files = {f for f in files if not (f.name == "__init__.py" and not (ROOT / f).read_text().strip())}
+    files = {f for f in files if not (f.name == "__init__.py" and not (root / f).read_text().strip())}
     deps = {str(f) for f in files}
     for folder in {f.parent for f in files if f.parent != Path("src/dtrepro") and f.parts[0] == "src"}:
-        members = {p.relative_to(ROOT) for p in (ROOT / folder).iterdir() if p.suffix in (".py", *DATA_SUFFIXES)}
-        members = {f for f in members if not (f.name == "__init__.py" and not (ROOT / f).read_text().strip())}
+        members = {p.relative_to(root) for p in (root / folder).iterdir() if p.suffix in (".py", *DATA_SUFFIXES)}
+        members = {f for f in members if not (f.name == "__init__.py" and not (root / f).read_text().strip())}
         if members and members <= files:
             deps = {d for d in deps if Path(d).parent != folder} | {str(folder)}
     return deps
+
+
+def code_sha256(script: Path) -> str:
+    """One hash of `script` and every project file it imports, transitively: the code a stage runs."""
+    digest, root = hashlib.sha256(), script.resolve().parents[1]
+    for path in sorted(closure(script)):
+        digest.update(str(path).encode() + b"\0" + (root / path).read_bytes() + b"\0")
+    return digest.hexdigest()

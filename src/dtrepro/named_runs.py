@@ -8,41 +8,47 @@ top, and hands every value that differs from the workspace's params.yaml to
 changed, records dvc.lock and keeps the experiment under NAME, so `dvc status`,
 `dvc exp show` and `dvc metrics diff` agree with the workspace afterwards, and
 later plain `dvc exp run -S ...` commands build on the named run's values.
-Running NAME again replaces that experiment.
+Running NAME again replaces that experiment once the new run has succeeded: until then it runs as
+NAME-pending, and a failed or interrupted run leaves the earlier NAME in `dvc exp list`.
 
 DVC writes params.yaml before it takes its repository lock, so two experiments
 started at once in one workspace would overwrite each other's values. A named run
 therefore holds a lock of its own for its whole length and refuses to start while
 another named run, or any DVC command holding DVC's lock, is running.
 
-    python -m dtrepro.named_runs run demo
-    python -m dtrepro.named_runs run smoke -S data.url=/data/hopper.hdf5
-    python -m dtrepro.named_runs show demo
+    dtrepro run demo
+    dtrepro run smoke -S data.url=/data/hopper.hdf5
+    dtrepro show demo
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
+import re
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
-from dtrepro.errors import DtreproError, run_stage
+from dtrepro.commands import dvc
+from dtrepro.errors import DtreproError
 from dtrepro.params import PARAMS_FILE, flatten, load_yaml, merge
 
 PROFILES_DIR = "profiles"
 DEFAULT = "default"
 BASE = "base"  # a profile's key naming the profile it builds on
+PENDING = "-pending"  # the suffix of a named run's experiment until it has succeeded
 
 
-def available(root: Path) -> list[str]:
-    return sorted(p.stem for p in (root / PROFILES_DIR).glob("*.yaml"))
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name of profiles/ that is also a DVC experiment's name
+
+
+def names(root: Path) -> list[str]:
+    """The named runs: 'default' (the committed params.yaml) and every profile of profiles/."""
+    return [DEFAULT] + sorted(p.stem for p in (root / PROFILES_DIR).glob("*.yaml") if NAME.fullmatch(p.stem))
 
 
 def parse_assignment(text: str) -> dict:
@@ -67,21 +73,23 @@ def committed_params(root: Path) -> dict:
     return yaml.safe_load(shown.stdout) or {}
 
 
-def resolve(root: Path, name: str, assignments: list[str]) -> dict:
+def resolve(root: Path, name: str, assignments: list[str], _seen: tuple[str, ...] = ()) -> dict:
     """The committed params.yaml with profile `name` (none for 'default') and the assignments merged in."""
+    if name not in names(root):
+        raise DtreproError(
+            f"No named run '{name}': named runs are the files of {root / PROFILES_DIR} by name (letters, digits, "
+            f"'-' and '_'), never paths. Named runs: {names(root)}."
+        )
     params = committed_params(root)
     if name != DEFAULT:
         path = root / PROFILES_DIR / f"{name}.yaml"
-        if not path.is_file():
-            raise DtreproError(
-                f"No named run '{name}': {path} does not exist. Named runs: {[DEFAULT] + available(root)}."
-            )
         profile = load_yaml(path)
         base = profile.pop(BASE, None)  # a profile may build on another: `base: smoke`
         if base is not None:
-            if not isinstance(base, str) or base in (name, DEFAULT):
-                raise DtreproError(f"{path}: '{BASE}' must name another named run, not {base!r}.")
-            params = resolve(root, base, [])
+            if not isinstance(base, str) or base in (name, DEFAULT, *_seen):
+                chain = " -> ".join([*_seen, name, str(base)])
+                raise DtreproError(f"{path}: '{BASE}' must name another named run, not {base!r} (bases: {chain}).")
+            params = resolve(root, base, [], (*_seen, name))
         params = merge(params, profile)
     for text in assignments:
         params = merge(params, parse_assignment(text))
@@ -156,16 +164,6 @@ def workspace_lock(root: Path, name: str):
             f.truncate(0)
 
 
-def dvc(root: Path, *args: str, quiet: bool = False) -> subprocess.CompletedProcess:
-    """Run dvc in `root`, its output shown (or captured, `quiet`)."""
-    # this interpreter's bin folder first, so that dvc and the stages' `python` are the same environment's
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    try:
-        return subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=quiet, text=True)
-    except FileNotFoundError:
-        raise DtreproError("dvc is not installed in this environment: run `make install`.") from None
-
-
 def validate(params: dict) -> None:
     """Check every section the stages read, so that a bad value stops the run before anything runs."""
     from dtrepro.collect.collector import CollectParams
@@ -194,43 +192,30 @@ def check_git_identity(root: Path) -> None:
             )
 
 
-def run(root: Path, name: str, assignments: list[str], targets: list[str]) -> int:
-    """Run named run `name` as the DVC experiment `name`; return dvc's exit code."""
+def run(
+    root: Path, name: str, assignments: list[str], targets: list[str], dvc_args=(), capture: list | None = None
+) -> int:
+    """Run named run `name` as the DVC experiment `name`; return dvc's exit code. `dvc_args` go to `dvc exp run`
+    (e.g. --pull); with `capture`, its output is appended there too."""
     wanted = resolve(root, name, assignments)
     validate(wanted)
     check_git_identity(root)
     with workspace_lock(root, name):
         sets = overrides(wanted, load_yaml(root / PARAMS_FILE))
-        dvc(root, "exp", "remove", name, quiet=True)  # a run of the same name replaces the old one
-        args = ["exp", "run", "-n", name, *(x for s in sets for x in ("-S", s)), *targets]
+        pending = f"{name}{PENDING}"  # the new run's name until it has succeeded: a failure loses no experiment
+        dvc(root, "exp", "remove", pending, quiet=True)
+        args = ["exp", "run", "-n", pending, *dvc_args, *(x for s in sets for x in ("-S", s)), *targets]
         print("named run:", " ".join(["dvc", *args]), flush=True)
-        return dvc(root, *args).returncode
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m dtrepro.named_runs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
-    sub = parser.add_subparsers(dest="verb", required=True)
-    show = sub.add_parser("show", help="print params.yaml as the named run would make it")
-    go = sub.add_parser("run", help="run the named set of values as a DVC experiment of that name")
-    for p in (show, go):
-        p.add_argument("name", help=f"a profile of {PROFILES_DIR}/, or '{DEFAULT}' for the committed params.yaml")
-        p.add_argument("-S", "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
-    go.add_argument("targets", nargs="*", help="stages to run (default: the whole pipeline), e.g. report")
-    sub.add_parser("list", help="list the named runs")
-    args = parser.parse_args(argv)
-    root = args.root.resolve()
-    if args.verb == "list":
-        print("\n".join([DEFAULT] + available(root)))
-    elif args.verb == "show":
-        print(yaml.safe_dump(resolve(root, args.name, args.assignments), sort_keys=False), end="")
-    else:
-        code = run(root, args.name, args.assignments, args.targets)
-        if code:
-            sys.exit(code)
-
-
-if __name__ == "__main__":
-    run_stage(main)
+        code = dvc(root, *args, tee=capture).returncode
+        if code == 0:
+            dvc(root, "exp", "remove", name, quiet=True)  # a run of the same name replaces the old one, now
+            renamed = dvc(root, "exp", "rename", pending, name, quiet=True)
+            if renamed.returncode:
+                raise DtreproError(
+                    f"The named run succeeded as the DVC experiment '{pending}', but renaming it to '{name}' failed "
+                    f"({renamed.stderr.strip()}): `dvc exp rename {pending} {name}` does it."
+                )
+            print(f"named run: the experiment '{name}' holds this run", flush=True)
+        else:
+            print(f"named run: '{name}' failed; the earlier experiment '{name}', if any, is kept", flush=True)
+        return code

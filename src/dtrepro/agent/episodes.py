@@ -15,11 +15,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dtrepro.agent.envbatch import EnvBatch
 from dtrepro.agent.policy import Policy
 from dtrepro.cpus import usable_cpus
+from dtrepro.progress import progress as progress_bar
 
 
 @dataclass
@@ -70,7 +70,7 @@ def run_episodes(
     returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
     live = np.arange(n)
     rows = slice(None)  # the live episodes' rows of the buffers: all of them until one ends
-    bar = tqdm(total=max_steps, desc="evaluate", unit="step", disable=not progress, mininterval=1.0, leave=False)
+    bar = progress_bar(total=max_steps, desc="evaluate", unit="step", shown=progress, leave=False)
     with EnvBatch(env_id, n, max_steps, threads) as envs:
         policy.check_env(env_id, envs.obs_dim, envs.act_dim)
         states[:, k - 1] = policy.normalize(envs.reset(seeds))

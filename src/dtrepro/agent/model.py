@@ -6,52 +6,21 @@ self-attention blocks read the 3K tokens; the action a_t is predicted from the
 hidden state of token s_t (which has seen R_<=t, s_<=t, a_<t) through tanh.
 Acting needs only the last of these predictions; `final_action` computes just
 what it depends on. Dropout (embeddings, attention weights, residuals), as the paper's
-GPT, is torch's own on GPUs and `dropout` below on the CPU.
+GPT, is torch's own on GPUs and `dtrepro.agent.dropout`'s on the CPU.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from dtrepro.agent.dropout import Dropout, attention
 from dtrepro.params import Params
 
 MAX_TIMESTEP = 1000  # timestep embeddings: D4RL's episodes are at most 1000 steps long
-_LEVELS = 1 << 16  # dropout on the CPU: the resolution of its uniforms
-
-
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """`F.dropout(x, p, training)`; on the CPU with its mask made from four 16-bit uniforms per 64-bit draw.
-
-    On the CPU torch draws each entry of a dropout mask with `bernoulli_` and applies it through a bool
-    product, about 1.5 ms for a (64, 60, 64) tensor: with seven of them, a third of a training step of the
-    demo's model (bench/train.py: 1.45x faster steps with this one). Here one full-range int64 draw of
-    torch's default generator (seeded by `torch.manual_seed`, saved with the checkpoint's RNG state) gives
-    four int16 uniforms; an entry is dropped where its uniform falls among the lowest round(p * 2^16) of the
-    2^16 values, so p is used to within 2^-17 (0.1 as 0.100006), and the kept entries are scaled by the
-    exact inverse of the keep rate.
-    Elsewhere (CUDA's fused kernel is fast) it is torch's own.
-    """
-    if not training or p == 0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, training=True)
-    dropped = round(p * _LEVELS)
-    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
-    keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= dropped - _LEVELS // 2
-    return x * keep.to(x.dtype) * (_LEVELS / (_LEVELS - dropped))
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout through `dropout`."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
 
 
 class ModelParams(Params):
@@ -87,7 +56,7 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.heads, self.dropout = cfg.heads, cfg.dropout
+        self.heads, self.p_attn = cfg.heads, cfg.dropout
         self.ln1, self.ln2 = nn.LayerNorm(cfg.embed_dim), nn.LayerNorm(cfg.embed_dim)
         self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
@@ -107,12 +76,7 @@ class Block(nn.Module):
         if queries is not None:
             x, q, attn_mask = x[:, -queries:], q[:, -queries:], attn_mask[..., -queries:, :]
         q, k, v = (z.reshape(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
-        p = self.dropout if self.training else 0.0
-        if p and q.device.type == "cpu":  # what SDPA computes then (its math path), with the CPU's dropout
-            weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).masked_fill(~attn_mask, -math.inf)
-            y = dropout(weights.softmax(dim=-1), p) @ v
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        y = attention(q, k, v, attn_mask, self.p_attn if self.training else 0.0)
         x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(x.shape)))
         return x + self.mlp(self.ln2(x))
 
@@ -182,7 +146,7 @@ class DecisionTransformer(nn.Module):
         The final token a_K comes after s_K and is dropped; the last block computes its output for the
         final `queries` tokens up to s_K only. That leaves about a quarter of a 3-layer model's work
         undone. A `queries` of a few rows keeps the matrix products shaped so that, on CPU BLAS, the
-        result is the same to the bit as the full forward's (tests/test_model.py checks it).
+        result is the same to the bit as the full forward's (tests/test_sampler_model.py checks it).
         """
         k = states.shape[1]
         x, attn_mask = self._tokens(states, actions, returns_to_go, timesteps, mask, 3 * k - 1)
@@ -193,7 +157,8 @@ class DecisionTransformer(nn.Module):
         return self.predict_action(self.ln_f(x))[:, -1]  # the head sees all `queries` rows, as the blocks do
 
 
-def action_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the real (unpadded) positions only."""
+def action_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, denominator=None) -> torch.Tensor:
+    """Mean squared error over the real (unpadded) positions only; their count, or `denominator` in its place
+    (under DDP, the global batch's count over the ranks)."""
     err = ((predicted.float() - target.float()) ** 2).mean(dim=-1)
-    return (err * mask).sum() / mask.sum().clamp(min=1)
+    return (err * mask).sum() / (mask.sum().clamp(min=1) if denominator is None else denominator)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
+from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.model import DecisionTransformer, ModelConfig
 from dtrepro.errors import DtreproError
 
@@ -73,27 +73,16 @@ class Policy:
             )
 
 
-# what torch.load raises for a file that is not a whole checkpoint: cut short, overwritten, not one at all
-DAMAGED = (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile)
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """A checkpoint's contents, loaded as weights only (never arbitrary objects); a clear error if damaged."""
-    if not os.path.isfile(path):
-        raise DtreproError(f"Checkpoint {path} does not exist. Run the train stage first (dvc repro).")
+def policy_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Policy, Checkpoint]:
+    """Load a checkpoint as a ready-to-act policy, with the checkpoint itself."""
+    ckpt = Checkpoint.load(path, device)
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except DAMAGED as err:
+        model = DecisionTransformer(ModelConfig(**ckpt.config)).to(device)
+        model.load_state_dict(ckpt.model)
+    except (ValidationError, RuntimeError, TypeError) as err:
         raise DtreproError(
-            f"Checkpoint {path} cannot be loaded ({type(err).__name__}: {err}); it is damaged or cut short. "
-            f"Delete it and run the train stage again."
+            f"Checkpoint {path} does not fit its own model config ({' '.join(str(err).split())[:300]}): its weights "
+            f"are not those of the network it describes. Use a last.pt or best.pt that the train stage wrote, or run "
+            f"it again."
         ) from None
-
-
-def policy_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Policy, dict]:
-    """Load a checkpoint as a ready-to-act policy, with the checkpoint's contents."""
-    ckpt = load_checkpoint(path, device)
-    model = DecisionTransformer(ModelConfig(**ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    policy = Policy(model, ckpt["state_mean"].numpy(), ckpt["state_std"].numpy(), float(ckpt["return_scale"]))
-    return policy, ckpt
+    return Policy(model, ckpt.state_mean.cpu().numpy(), ckpt.state_std.cpu().numpy(), float(ckpt.return_scale)), ckpt

@@ -30,7 +30,6 @@ from typing import Annotated, Callable, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from tqdm import tqdm
 
 from dtrepro import __version__
 from dtrepro.agent.envs import make_env
@@ -43,6 +42,7 @@ from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.errors import DtreproError
 from dtrepro.params import Params
+from dtrepro.progress import progress
 from dtrepro.registry.datasets import COLLECTED, lookup
 from dtrepro.registry.scores import normalized_score, return_for_score
 
@@ -124,7 +124,7 @@ def train_behaviour(
     """
     ars = ARS(params.env_id, params.ars, params.seed, map_)
     eval_seed = params.seed + 1_000_000
-    bar = tqdm(total=params.max_steps, desc="behaviour policy (ARS)", unit="step", unit_scale=True, mininterval=1.0)
+    bar = progress(total=params.max_steps, desc="behaviour policy (ARS)", unit="step", unit_scale=True)
     found, best, iteration = [], -np.inf, 0
     with bar:
         while True:
@@ -236,7 +236,7 @@ def collect(params: CollectParams, workers: int | None = None) -> tuple[D4RLData
                 (params.env_id, actor, params.steps, params.seed + 3_000_000 + i, params.max_episode_steps)
                 for i, actor in enumerate(actors)
             ]
-            parts = list(tqdm(map_(rollout_job, jobs), total=len(jobs), desc="rollouts", unit="policy"))
+            parts = list(progress(map_(rollout_job, jobs), total=len(jobs), desc="rollouts", unit="policy"))
     rows = sum(len(p["rewards"]) for p in parts)
     rate = rows / (time.perf_counter() - start)
     keys = set.intersection(*(set(p) for p in parts))  # random actions have no log-probabilities

@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from dtrepro.agent.envs import make_env
 from dtrepro.data.d4rl import D4RLData
+from dtrepro.progress import progress as progress_bar
 
 Policy = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, float]"]
 
@@ -52,7 +52,7 @@ def rollout(
     data = env.unwrapped.data
     obs, _ = env.reset(seed=seed)
     episode_return = 0.0
-    bar = tqdm(range(rows), desc=f"rollout {env_id}", unit="step", disable=not progress, mininterval=1.0)
+    bar = progress_bar(range(rows), desc=f"rollout {env_id}", unit="step", shown=progress)
     for row in bar:
         out["infos/qpos"][row], out["infos/qvel"][row] = data.qpos, data.qvel
         action = policy(obs)

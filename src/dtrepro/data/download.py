@@ -28,6 +28,7 @@ from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import check_d4rl_file, require_regular_file
 from dtrepro.errors import DtreproError
 from dtrepro.params import Params
+from dtrepro.progress import progress
 from dtrepro.registry.datasets import ENV_VERSIONS, DatasetFile, dataset_file
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little of what arrived
@@ -106,7 +107,7 @@ def _copy_local(url: str, part: Path) -> None:
 
 
 def _bar(name: str, total: int | None, initial: int) -> tqdm:
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, mininterval=1.0)
+    return progress(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
 
 
 def _range_start(content_range: str | None) -> int | None:

@@ -11,7 +11,6 @@ from pydantic import Field
 
 from dtrepro.params import Params
 
-CHECKPOINTS = ("last", "best")
 EPISODE_FIELDS = ("checkpoint", "step", "target", "episode", "seed", "return", "length", "normalized_score")
 
 

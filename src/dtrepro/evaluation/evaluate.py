@@ -14,14 +14,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.policy import policy_from_checkpoint
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.cpus import torch_threads
 from dtrepro.device import autocast_dtype, pick_device
-from dtrepro.evaluation.eval_params import CHECKPOINTS, EPISODE_FIELDS, EvalParams, metric_key
+from dtrepro.errors import DtreproError
+from dtrepro.evaluation.eval_params import EPISODE_FIELDS, EvalParams, metric_key
 from dtrepro.evaluation.stats import score_summary
 from dtrepro.registry.scores import normalized_score, reference_scores
+
+
+def check_time_limit(policy, params: EvalParams, path) -> None:
+    """Refuse episodes longer than the model has timestep embeddings for (they would be clamped silently)."""
+    limit = policy.model.cfg.max_timestep
+    if params.max_steps > limit:
+        raise DtreproError(
+            f"eval.max_steps is {params.max_steps}, but the model of {path} embeds timesteps up to {limit} only (the "
+            f"envs' time limit): later steps would all share the last embedding. Set eval.max_steps to at most {limit}."
+        )
 
 
 def evaluate_checkpoints(
@@ -37,11 +49,12 @@ def evaluate_checkpoints(
     for name in CHECKPOINTS:
         policy, ckpt = policy_from_checkpoint(Path(checkpoint_dir) / f"{name}.pt", device)
         # the reference scores the training data carried (a Minari dataset's), else D4RL's for the env
-        ref_min, ref_max, ref_source = reference_scores(ckpt.get("ref_scores", {}), params.env_id)
+        ref_min, ref_max, ref_source = reference_scores(ckpt.ref_scores, params.env_id)
         metrics.update(ref_min_score=ref_min, ref_max_score=ref_max, ref_scores_source=ref_source)
         policy.amp_dtype = autocast_dtype(device, params.amp)
-        step = int(ckpt["step"])
-        metrics.update(context_len=policy.model.cfg.context_len, train_seed=ckpt.get("train_seed"))
+        check_time_limit(policy, params, Path(checkpoint_dir) / f"{name}.pt")
+        step = int(ckpt.step)
+        metrics.update(context_len=policy.model.cfg.context_len, train_seed=ckpt.train_seed)
         metrics[f"{name}.step"] = step
         if step not in done:  # best.pt saved at the last step holds the same weights as last.pt
             done[step] = run_episodes(policy, params.env_id, seeds, targets, params.max_steps, progress)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.errors import DtreproError
-from dtrepro.evaluation.eval_params import CHECKPOINTS, EvalParams
+from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.evaluation.stats import bootstrap_ci, difference_ci
 from dtrepro.registry.datasets import published
 from dtrepro.registry.scores import D4RL, normalized_score, reference_scores

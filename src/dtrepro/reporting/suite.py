@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
+from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.atomic import atomic_output, write_json
-from dtrepro.evaluation.eval_params import CHECKPOINTS, EvalParams
+from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.evaluation.stats import bootstrap_ci
 from dtrepro.registry.datasets import PUBLISHED, PUBLISHED_SOURCES, published_text
 from dtrepro.reporting import plots

@@ -1,38 +1,35 @@
 """Train a Decision Transformer on a clean D4RL file: one readable loop with its speed switches in view.
 
-The dataset is loaded once onto the training device; batches come from
-`WindowSampler` without leaving it. Every `checkpoint_every` steps `last.pt` is
-written atomically with the optimizer, scheduler and RNG states and the training
-log so far, so a run killed at any moment resumes from it and ends where an
-uninterrupted run would, with the whole log. Every `eval_every` steps a few
-episodes score the model, and the best so far is kept as `best.pt`. Under
-`torchrun` the same loop runs as DDP with the global batch split over the ranks;
-rank 0 evaluates and writes.
+The dataset is loaded once onto the training device; batches come from `WindowSampler` without
+leaving it. Every `checkpoint_every` steps the resume state is written (`dtrepro.training.resume`),
+so a run killed at any moment resumes from it and ends where an uninterrupted run would, with the
+whole log. Every `eval_every` steps a few episodes score the model; the best is `best.pt`, the final
+weights `last.pt`, both written at the end (`dtrepro.agent.checkpoint`). Under `torchrun` the same
+loop runs as DDP (`dtrepro.training.ddp`): the global batch split over the ranks, rank 0 evaluates
+and writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
-import json
 import math
 import os
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-import torch.distributed as dist
 from pydantic import Field
-from tqdm import tqdm
 
+from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.envs import make_env
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, ModelParams, action_loss
-from dtrepro.agent.policy import DAMAGED, Policy
+from dtrepro.agent.policy import Policy
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.cpus import torch_threads
 from dtrepro.data.checksum import file_sha256
@@ -40,8 +37,11 @@ from dtrepro.data.d4rl import read_d4rl, require_regular_file
 from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.errors import DtreproError
 from dtrepro.params import PARAMS_FILE, Params
+from dtrepro.progress import progress
 from dtrepro.registry.scores import normalized_score, reference_scores
 from dtrepro.study import Run
+from dtrepro.training.ddp import Distributed
+from dtrepro.training.resume import ResumeState, fingerprint, resume_path
 from dtrepro.training.sampler import Trajectories, WindowSampler
 
 LOG_FIELDS = ("step", "loss", "lr", "samples_per_s", "tokens_per_s", "eval_return", "eval_score")
@@ -79,28 +79,10 @@ class TrainParams(Params):
     def from_params(cls, params=PARAMS_FILE, dataset=None, **context) -> "TrainParams":
         return super().from_params(params, dataset, model=ModelParams.from_params(params), **context)
 
-    def fingerprint(self, run: Run, data_sha256: str) -> str:
-        """What a checkpoint must match to be resumed: everything that shapes the run, and the data."""
-        fields = self.model_dump(exclude=set(NOT_IN_RESULTS))
-        return hashlib.sha256(json.dumps([fields, run.name, data_sha256], sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-
     @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device: torch.device) -> "Distributed":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls()
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), world)
+    def shaping(self) -> dict:
+        """The values that shape what is learnt (all but NOT_IN_RESULTS): the resume fingerprint's params."""
+        return self.model_dump(exclude=set(NOT_IN_RESULTS))
 
 
 def check_data_fits_env(data: Trajectories, env_id: str, data_path) -> None:
@@ -127,7 +109,7 @@ def lr_factor(params: TrainParams, step: int) -> float:
 
 
 class TrainLog:
-    """The rows of reports/train/<run>.tsv; last.pt carries them too, so a resume never loses one."""
+    """The rows of reports/train/<run>.tsv; the resume state carries them too, so a resume never loses one."""
 
     def __init__(self, path: str | os.PathLike, rows: list[dict] | None = None):
         self.path, self.rows = Path(path), list(rows or [])
@@ -155,14 +137,109 @@ def evaluate_policy(model, data: Trajectories, params: TrainParams, seed: int) -
     return float(returns.mean())
 
 
-def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_path) -> dict:
-    """Train one run of the study; write last.pt, best.pt, the log and the metrics (rank 0). Returns the metrics."""
-    out_dir = Path(out_dir)
+@dataclass
+class Parts:
+    """What one run trains: the data on the device, its sampler, the model and its optimizer's state."""
 
+    params: TrainParams
+    run: Run
+    data: Trajectories
+    data_sha256: str
+    sampler: WindowSampler
+    model: DecisionTransformer
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    refs: tuple[float, float, str]  # the reference scores its data carried (a Minari dataset's), else D4RL's
+
+    @classmethod
+    def build(cls, params: TrainParams, run: Run, data_path, ddp: Distributed, scaler, fused_adamw: bool) -> "Parts":
+        data_sha256 = file_sha256(require_regular_file(data_path, "train's --data"))
+        raw = read_d4rl(data_path)
+        refs = reference_scores(raw.metadata, params.env_id)
+        data = Trajectories.from_d4rl(raw, params.return_scale, MAX_TIMESTEP, ddp.device)
+        del raw
+        check_data_fits_env(data, params.env_id, data_path)
+        sampler = WindowSampler(data, run.context_len, params.batch_size, run.seed, (ddp.rank, ddp.world))
+        dims = {"state_dim": data.states.shape[1], "act_dim": data.actions.shape[1], "context_len": run.context_len}
+        model = DecisionTransformer(ModelConfig(**params.model.model_dump(), **dims)).to(ddp.device)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=fused_adamw
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, params))
+        return cls(params, run, data, data_sha256, sampler, model, optimizer, scheduler, scaler, refs)
+
+    def checkpoint(self, step: int) -> Checkpoint:
+        return Checkpoint(
+            model={k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            config=self.model.cfg.to_dict(),
+            state_mean=torch.as_tensor(self.data.state_mean),
+            state_std=torch.as_tensor(self.data.state_std),
+            return_scale=self.params.return_scale,
+            step=step,
+            env_id=self.params.env_id,
+            ref_scores=dict(zip(("ref_min_score", "ref_max_score", "ref_scores_source"), self.refs, strict=True)),
+            train_seed=self.run.seed,
+        )
+
+    def state(self, ddp: Distributed, key: str, step: int, best: tuple[float, dict | None], log) -> ResumeState:
+        """The resume state at `step` (every rank must call it: their RNG states are gathered)."""
+        cuda = torch.cuda.get_rng_state(ddp.device) if ddp.device.type == "cuda" else None
+        rng = ddp.gather({"cpu": torch.get_rng_state(), "cuda": cuda})
+        optim = (self.optimizer.state_dict(), self.scheduler.state_dict(), self.scaler.state_dict())
+        model = self.model.state_dict()
+        return ResumeState(key, step, model, *optim, rng, self.sampler.generator.get_state(), *best, log.rows)
+
+    def restore(self, state: ResumeState, rank: int) -> None:
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.scaler.load_state_dict(state.scaler)
+        torch.set_rng_state(state.rng[rank]["cpu"])
+        if state.rng[rank]["cuda"] is not None and self.data.states.is_cuda:
+            torch.cuda.set_rng_state(state.rng[rank]["cuda"], self.data.states.device)
+        self.sampler.generator.set_state(state.rng_sampler)
+
+
+class Meter:
+    """The running loss between log rows, its divergence check, and the throughput (for the log alone)."""
+
+    def __init__(self, params: TrainParams, run: Run, device: torch.device):
+        self.params, self.run, self.device = params, run, device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.window_start, self.window_steps = time.perf_counter(), 0
+        self.running = torch.zeros((), device=self.device)
+
+    def add(self, loss: torch.Tensor, step: int, lr: float, bar) -> dict:
+        """Count one step; at a log step, the log row (the only sync with the device between evaluations)."""
+        self.running += loss.detach()
+        self.window_steps += 1
+        if step % self.params.log_every and step != self.params.steps:
+            return {}
+        mean = (self.running / self.window_steps).item()
+        if not math.isfinite(mean):
+            raise DtreproError(
+                f"Training {self.run.name} diverged: the loss became {mean} between steps {step - self.window_steps} "
+                f"and {step}. Check the data (repair refuses values beyond repair.max_abs_*), lower train.lr, "
+                f"or set train.amp: false. No output was written; the resume state before it is kept."
+            )
+        samples = self.window_steps * self.params.batch_size / (time.perf_counter() - self.window_start)
+        bar.set_postfix(loss=f"{mean:.4f}", samples_s=f"{samples:,.0f}", refresh=False)
+        self._reset()
+        tokens = samples * 3 * self.run.context_len
+        return {"step": step, "loss": mean, "lr": lr, "samples_per_s": samples, "tokens_per_s": tokens}
+
+
+def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_path, code_sha256: str = "") -> dict:
+    """Train one run of the study; write last.pt, best.pt, the log and the metrics (rank 0). Returns the metrics.
+
+    `code_sha256` stands for the training code (the stage's import closure) in the resume fingerprint."""
     # -- the speed switches, all in one place ------------------------------------------------------------
-    device = pick_device(params.device)  # cuda if present ('auto'), else cpu
     torch.set_num_threads(torch_threads())  # the CPUs this process may really use, not the machine's cores
-    ddp = Distributed.from_env(device)  # under torchrun: one process per GPU, the global batch split
+    ddp = Distributed.from_env(pick_device(params.device))  # cuda if present; under torchrun cuda:LOCAL_RANK
+    device = ddp.device
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
     amp_dtype = autocast_dtype(device, params.amp)  # bf16 autocast, fp16 where the GPU lacks bf16, or None
@@ -170,185 +247,84 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
     fused_adamw = device.type == "cuda"
     # ------------------------------------------------------------------------------------------------------
 
-    if params.batch_size % ddp.world:
-        raise DtreproError(f"train.batch_size={params.batch_size} does not split over {ddp.world} processes.")
     torch.manual_seed(run.seed + ddp.rank)
-    data_sha256 = file_sha256(require_regular_file(data_path, "train's --data"))
-    raw = read_d4rl(data_path)
-    ref_min, ref_max, ref_source = reference_scores(raw.metadata, params.env_id)  # the data's own, else D4RL's
-    data = Trajectories.from_d4rl(raw, params.return_scale, MAX_TIMESTEP, device)
-    del raw
-    check_data_fits_env(data, params.env_id, data_path)
-    sampler = WindowSampler(data, run.context_len, params.batch_size // ddp.world, run.seed + ddp.rank)
-    model_cfg = ModelConfig(
-        **params.model.model_dump(),
-        state_dim=data.states.shape[1],
-        act_dim=data.actions.shape[1],
-        context_len=run.context_len,
-    )
-    model = DecisionTransformer(model_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=fused_adamw)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, params))
-
-    checkpoints = Checkpoints(out_dir, params.fingerprint(run, data_sha256), ddp)
-    state = checkpoints.resume(model, optimizer, scheduler, scaler, sampler)
-    step, best_return = state["step"], state["best_return"]
-    log = TrainLog(log_path, state["log"])
-
-    net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
-    net = torch.compile(net) if params.compile else net
+    parts = Parts.build(params, run, data_path, ddp, scaler, fused_adamw)
+    key, state_path = fingerprint(params.shaping, run.name, parts.data_sha256, code_sha256), resume_path(out_dir)
+    state = ResumeState.load(state_path, key, say if ddp.main else lambda text: None)
+    if state:
+        parts.restore(state, ddp.rank)
+        say(f"resuming from {state_path} at step {state.step}" if ddp.main else "")
+    step, best = (state.step, (state.best_return, state.best)) if state else (0, (-math.inf, None))
+    log = TrainLog(log_path, state.log if state else [])
+    net = torch.compile(ddp.wrap(parts.model)) if params.compile else ddp.wrap(parts.model)
     autocast = torch.autocast(device.type, amp_dtype) if amp_dtype else contextlib.nullcontext()
+    meter, model = Meter(params, run, device), parts.model.train()
+    with progress(total=params.steps, initial=step, desc="train", unit="step", shown=ddp.main) as bar:
+        while step < params.steps:
+            batch = parts.sampler.sample()
+            with autocast:
+                pred = net(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["mask"])
+            loss = action_loss(pred, batch["actions"], batch["mask"], ddp.loss_denominator(batch["mask"]))
+            parts.optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(parts.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+            scaler.step(parts.optimizer)
+            scaler.update()
+            parts.scheduler.step()
+            step += 1
+            bar.update(1)
+            row = meter.add(loss, step, parts.scheduler.get_last_lr()[0], bar)
+            if ddp.main and (step % params.eval_every == 0 or step == params.steps):
+                best, evaluation = evaluate_and_keep_best(parts, step, best)
+                row.update(evaluation)
+            if row and ddp.main:
+                log.append(row)
+            if step % params.checkpoint_every == 0 or step == params.steps:
+                state = parts.state(ddp, key, step, best, log)  # every rank joins the gather inside
+                state.save(state_path) if ddp.main else None
+    ddp.close()
+    return write_outputs(parts, step, best, log, out_dir, metrics_path, ddp) if ddp.main else {}
 
-    def snapshot(with_state: bool) -> dict:
-        ckpt = {
-            "model": model.state_dict(),
-            "config": model_cfg.to_dict(),
-            "state_mean": torch.as_tensor(data.state_mean),
-            "state_std": torch.as_tensor(data.state_std),
-            "return_scale": params.return_scale,
-            "step": step,
-            "env_id": params.env_id,
-            "ref_scores": {"ref_min_score": ref_min, "ref_max_score": ref_max, "ref_scores_source": ref_source},
-            "train_seed": run.seed,
-            "fingerprint": checkpoints.fingerprint,
-        }
-        if with_state:
-            ckpt.update(
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(),
-                rng_torch=torch.get_rng_state(),
-                rng_samplers=checkpoints.gather(sampler.generator.get_state()),
-                best_return=best_return,
-                log=log.rows,
-            )
-        return ckpt
 
-    model.train()
-    bar = tqdm(total=params.steps, initial=step, desc="train", unit="step", disable=not ddp.main, mininterval=1.0)
-    started, first_step = time.perf_counter(), step
-    window_start, window_steps, running = time.perf_counter(), 0, torch.zeros((), device=device)
-    while step < params.steps:
-        batch = sampler.sample()
-        with autocast:
-            pred = net(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["mask"])
-        loss = action_loss(pred, batch["actions"], batch["mask"])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        running += loss.detach()
-        step, window_steps = step + 1, window_steps + 1
-        bar.update(1)
+def say(text: str) -> None:
+    if text:
+        print(f"train: {text}", flush=True)
 
-        row = {}
-        if step % params.log_every == 0 or step == params.steps:
-            mean_loss = (running / window_steps).item()  # the only sync with the device between evaluations
-            if not math.isfinite(mean_loss):
-                raise DtreproError(
-                    f"Training {run.name} diverged: the loss became {mean_loss} between steps {step - window_steps} "
-                    f"and {step}. Check the data (repair refuses values beyond repair.max_abs_*), lower train.lr, "
-                    f"or set train.amp: false. Nothing after step {checkpoints.saved_step} was written."
-                )
-            samples = window_steps * params.batch_size / (time.perf_counter() - window_start)
-            row = {
-                "step": step,
-                "loss": mean_loss,
-                "lr": scheduler.get_last_lr()[0],
-                "samples_per_s": samples,
-                "tokens_per_s": samples * 3 * run.context_len,
-            }
-            bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples:,.0f}", refresh=False)
-            window_start, window_steps, running = time.perf_counter(), 0, torch.zeros((), device=device)
-        if ddp.main and (step % params.eval_every == 0 or step == params.steps):
-            ret = evaluate_policy(model, data, params, run.seed)
-            row.update(
-                step=step, eval_return=ret, eval_score=float(normalized_score(ret, params.env_id, (ref_min, ref_max)))
-            )
-            if ret > best_return:
-                best_return = ret
-                checkpoints.save("best.pt", snapshot(with_state=False))
-        if row and ddp.main:
-            log.append(row)
-        if step % params.checkpoint_every == 0 or step == params.steps:
-            checkpoints.save("last.pt", snapshot(with_state=True))  # every rank joins the gather inside
-    bar.close()
-    seconds = time.perf_counter() - started
-    if ddp.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    if not ddp.main:
-        return {}
+
+def evaluate_and_keep_best(parts: Parts, step: int, best: tuple[float, dict | None]) -> tuple[tuple, dict]:
+    """A periodic evaluation: (the best so far, as (return, checkpoint fields)), and the log's evaluation fields."""
+    params = parts.params
+    ret = evaluate_policy(parts.model, parts.data, params, parts.run.seed)
+    score = float(normalized_score(ret, params.env_id, parts.refs))
+    if ret > best[0]:  # a NaN return is never the best
+        best = (ret, asdict(parts.checkpoint(step)))
+    return best, {"step": step, "eval_return": ret, "eval_score": score}
+
+
+def write_outputs(parts: Parts, step: int, best, log: TrainLog, out_dir, metrics_path, ddp) -> dict:
+    """last.pt, best.pt, the log and the metrics of a finished run: what this run computed, nothing older."""
+    out_dir = Path(out_dir)
+    last = parts.checkpoint(step)
+    if best[1] is None:
+        say("no periodic evaluation gave a finite return: best.pt is last.pt")
+    last.save(out_dir / "last.pt")
+    (Checkpoint(**best[1]) if best[1] is not None else last).save(out_dir / "best.pt")
     log.write()
-    best = max(log.evaluations, key=lambda r: r["eval_return"], default={})
+    chosen = max(log.evaluations, key=lambda r: r["eval_return"], default={}) if best[1] is not None else {}
     losses = [r["loss"] for r in log.rows if r.get("loss") is not None]
+    rates = [r["samples_per_s"] for r in log.rows if r.get("samples_per_s") is not None]
     metrics = {
         "steps": step,
         "final_loss": losses[-1] if losses else None,
-        "best_step": best.get("step"),
-        "best_eval_return": best.get("eval_return"),
-        "best_eval_score": best.get("eval_score"),
-        "steps_per_s_this_run": (step - first_step) / seconds if step > first_step else None,
+        "best_step": chosen.get("step", step),
+        "best_eval_return": chosen.get("eval_return"),
+        "best_eval_score": chosen.get("eval_score"),
+        # the median throughput of the log's windows: of the run that trained, the same when a state is rewritten
+        "samples_per_s": statistics.median(rates) if rates else None,
         "processes": ddp.world,
-        "device": device.type,
-        "ref_scores_source": ref_source,  # what eval_score is normalised with: d4rl, or the data's own (minari)
+        "device": ddp.device.type,
+        "ref_scores_source": parts.refs[2],  # what eval_score is normalised with: d4rl, or the data's own (minari)
     }
     write_json(metrics_path, metrics)
     return metrics
-
-
-class Checkpoints:
-    """last.pt (the resume point) and best.pt of one run, in its folder."""
-
-    def __init__(self, folder: Path, fingerprint: str, ddp: Distributed):
-        self.folder, self.fingerprint, self.ddp = folder, fingerprint, ddp
-        self.saved_step = 0
-
-    def gather(self, sampler_state: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's sampler RNG state (all ranks must call it), for rank 0 to save."""
-        states = [sampler_state] * self.ddp.world
-        if self.ddp.world > 1:
-            dist.all_gather_object(states, sampler_state)
-        return states
-
-    def save(self, name: str, ckpt: dict) -> None:
-        if not self.ddp.main:
-            return
-        with atomic_output(self.folder / name) as tmp:
-            torch.save(ckpt, tmp)
-        if name == "last.pt":
-            self.saved_step = ckpt["step"]
-
-    def _say(self, text: str) -> None:
-        if self.ddp.main:
-            print(f"train: {text}", flush=True)
-
-    def resume(self, model, optimizer, scheduler, scaler, sampler) -> dict:
-        """Load last.pt into the training state if it is this run's; what the loop starts from."""
-        fresh = {"step": 0, "best_return": -math.inf, "log": []}
-        path = self.folder / "last.pt"
-        if not path.exists():
-            return fresh
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except DAMAGED as err:
-            self._say(f"{path} cannot be read ({type(err).__name__}); it is damaged or cut short: starting afresh")
-            return fresh
-        if ckpt.get("fingerprint") != self.fingerprint or "log" not in ckpt:
-            self._say(f"{path} is from other params or data; starting afresh")
-            return fresh
-        if math.isfinite(ckpt["best_return"]) and not (self.folder / "best.pt").exists():
-            self._say(f"{path} is complete up to step {ckpt['step']} but best.pt is missing; starting afresh")
-            return fresh
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng_torch"])
-        sampler.generator.set_state(ckpt["rng_samplers"][self.ddp.rank])
-        self.saved_step = int(ckpt["step"])
-        self._say(f"resuming from {path} at step {self.saved_step}")
-        return {"step": self.saved_step, "best_return": float(ckpt["best_return"]), "log": ckpt["log"]}

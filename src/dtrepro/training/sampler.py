@@ -84,9 +84,13 @@ class WindowSampler:
     `randint` picks the start, each row's episode end bounds the window, and a
     single gather from one packed table (a zero row appended for the padding)
     builds the batch.
+
+    Under DDP every rank draws the same global batch of `batch_size` starts from the same seed and
+    gathers only its `part` (rank, world) of them: the ranks together train on exactly the batch one
+    process would, and their samplers' states stay equal.
     """
 
-    def __init__(self, data: Trajectories, context_len: int, batch_size: int, seed: int):
+    def __init__(self, data: Trajectories, context_len: int, batch_size: int, seed: int, part=(0, 1)):
         if batch_size < 1:
             raise DtreproError(f"The batch size is {batch_size}; it must be at least 1 (train.batch_size).")
         if context_len < 1:
@@ -98,7 +102,11 @@ class WindowSampler:
                 f"dataset (the longest has {longest} steps), so every window would be mostly padding. "
                 f"Use a context of at most {longest}."
             )
+        rank, world = part
+        if batch_size % world:
+            raise DtreproError(f"train.batch_size={batch_size} does not split over {world} processes.")
         self.data, self.k, self.batch_size = data, context_len, batch_size
+        self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this rank's windows
         device = data.rtg.device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
@@ -111,7 +119,7 @@ class WindowSampler:
 
     def sample(self) -> dict[str, torch.Tensor]:
         n, k = self.data.rows, self.k
-        first = torch.randint(n, (self.batch_size, 1), generator=self.generator, device=self.table.device)
+        first = torch.randint(n, (self.batch_size, 1), generator=self.generator, device=self.table.device)[self.rows]
         pad = k - torch.clamp(self.rows_left[first], max=k)  # (B, 1): left padding of each window
         mask = self.offsets >= pad
         index = torch.where(mask, first + self.offsets - pad, n)

@@ -1,0 +1,120 @@
+"""The `dtrepro` command: named runs, sharing results through a DVC remote, and the study on a Slurm cluster.
+
+    dtrepro list                              the named runs (profiles/*.yaml)
+    dtrepro run demo [-S eval.episodes=5]     run one as the DVC experiment of its name
+    dtrepro show demo                         params.yaml as that named run makes it
+    dtrepro push | dtrepro pull               data, models and the run-cache to / from the DVC remote
+    dtrepro cluster submit suite --gres gpu:1 --wait    the study as Slurm jobs, the report in this workspace
+    dtrepro cluster status suite              how that submission's jobs ended
+
+A named run takes the committed params.yaml, puts profiles/NAME.yaml and any -S values on top, and
+hands what differs to `dvc exp run -n NAME -S ...`: DVC runs what changed, or restores it from its
+run-cache, and records the experiment, so `dvc status`, `dvc exp show` and `dvc metrics diff` stay true.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from dtrepro.errors import run_stage
+
+
+def _named(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="a named run: a profile of profiles/ (dtrepro list), or 'default'")
+    parser.add_argument("-S", "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
+
+
+def parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    top = argparse.ArgumentParser(prog="dtrepro", description=__doc__, formatter_class=raw)
+    top.add_argument("--root", type=Path, default=Path("."), help="the repository's root (default: .)")
+    sub = top.add_subparsers(dest="verb", required=True)
+    sub.add_parser("list", help="list the named runs")
+    _named(sub.add_parser("show", help="print params.yaml as the named run would make it"))
+    go = sub.add_parser("run", help="run a named set of values as the DVC experiment of that name")
+    _named(go)
+    go.add_argument("targets", nargs="*", help="stages to run (default: the whole pipeline), e.g. report")
+    go.add_argument("--pull", action="store_true", help="fetch from the DVC remote what the run-cache restores")
+    for verb, text in (("push", "to"), ("pull", "from")):
+        remote = sub.add_parser(verb, help=f"data, models and the run-cache {text} the DVC remote")
+        remote.add_argument("-r", "--remote", help="a DVC remote's name (default: the default remote)")
+    cluster = sub.add_parser("cluster", help="the study on a Slurm cluster").add_subparsers(dest="job", required=True)
+    submit = cluster.add_parser("submit", help="submit the named run's prep job, model array and report job")
+    _named(submit)
+    for option, kind, text in (
+        ("--partition", str, "Slurm partition"),
+        ("--time", str, "time limit per job, e.g. 02:00:00"),
+        ("--gres", str, "generic resources of each training task, e.g. gpu:1"),
+        ("--cpus-per-task", int, "CPUs of each job (default 1)"),
+        ("--mem", str, "memory of each job, e.g. 16G"),
+        ("--max-parallel", int, "training tasks running at once"),
+    ):
+        submit.add_argument(option, type=kind, help=text)
+    submit.add_argument("--wait", action="store_true", help="wait for the jobs, then say how each ended")
+    status = cluster.add_parser("status", help="how the jobs of a submission ended, by model")
+    status.add_argument("name", help="the named run submitted")
+    for job in ("prep", "task", "finish"):
+        run = cluster.add_parser(job, help=f"the {job} job itself (what the submitted scripts run)")
+        run.add_argument("folder", type=Path, help="the submission's folder, .dvc/tmp/cluster/NAME")
+        if job == "task":
+            run.add_argument("--index", type=int, help="the model's index (default: the array task's)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    root = args.root.resolve()
+    if args.verb in ("list", "show", "run"):
+        from dtrepro import named_runs
+
+        if args.verb == "list":
+            print("\n".join(named_runs.names(root)))
+        elif args.verb == "show":
+            print(yaml.safe_dump(named_runs.resolve(root, args.name, args.assignments), sort_keys=False), end="")
+        elif code := named_runs.run(root, args.name, args.assignments, args.targets, ["--pull"] * args.pull):
+            sys.exit(code)
+    elif args.verb in ("push", "pull"):
+        from dtrepro import remote
+
+        done = getattr(remote, args.verb)(root, args.remote)
+        print(f"{args.verb}: {done}")
+    else:
+        cluster(root, args)
+
+
+def cluster(root: Path, args: argparse.Namespace) -> None:
+    from dtrepro.cluster import jobs, slurm
+    from dtrepro.cluster.spec import JOBS_DIR, Resources
+
+    if args.job == "submit":
+        options = ("partition", "time", "gres", "cpus_per_task", "mem", "max_parallel")
+        resources = Resources(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
+        ids = slurm.submit(root, args.name, args.assignments, resources)
+        print(f"cluster: submitted {args.name}: prep job {ids['prep']}, array {ids['array']}, report {ids['finish']}")
+        if args.wait:
+            slurm.wait(ids)
+            ok, text = slurm.report(root / JOBS_DIR / args.name)
+            print(text)
+            if not ok:
+                sys.exit(1)
+    elif args.job == "status":
+        ok, text = slurm.report(root / JOBS_DIR / args.name)
+        print(text)
+        sys.exit(0 if ok else 1)
+    elif args.job == "task":
+        jobs.task(args.folder, args.index)
+    else:
+        getattr(jobs, args.job)(args.folder)
+
+
+def entry() -> None:
+    """The console script."""
+    run_stage(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,88 @@
+"""The cluster's three jobs, each a plain command that any scheduler can run: prep, one task per model, finish.
+
+- `prep`: in a clean worktree, run (or restore from the run-cache) the cheap stages -- study, every
+  dataset's source and repair -- and push their outputs; keep their dvc.lock for the tasks.
+- `task`: in a clean worktree of its own, pull the model's data, run (or restore) its train and evaluate
+  stages only, and push their outputs and run-cache entries. The index comes from `--index`,
+  SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX (a Kubernetes Indexed Job), so the same command serves both.
+- `finish`: in the submitting workspace, the named run itself with `dvc exp run --pull`: every stage the
+  tasks ran is restored from the run-cache, the report and the suite are written, `dvc status` is clean.
+
+Each job writes `<job folder>/status/<job>.json` when it ends: what it ran, what DVC restored, its exit
+status; a job with no such file did not end (cancelled, killed, or never started).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from dtrepro import remote
+from dtrepro.cluster.spec import JobSpec, Worktree, task_index
+from dtrepro.commands import dvc
+from dtrepro.errors import DtreproError
+
+
+def _stages(output: str) -> dict[str, list[str]]:
+    return {
+        "ran": sorted(set(re.findall(r"Running stage '([^']+)'", output))),
+        "restored": sorted(set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))),
+    }
+
+
+def _record(spec: JobSpec, job: str, started: float, code: int, output: str, **extra) -> None:
+    folder = spec.folder / "status"
+    folder.mkdir(parents=True, exist_ok=True)
+    status = {"job": job, "exit": code, "started": started, "ended": time.time(), **_stages(output), **extra}
+    (folder / f"{job}.json").write_text(json.dumps(status, indent=2) + "\n")
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    """dvc in `repo`, its output printed (the job's log) and returned; a DtreproError if it fails."""
+    proc = dvc(repo, *args, quiet=True)
+    print(proc.stdout + proc.stderr, flush=True)
+    if proc.returncode:
+        raise DtreproError(f"dvc {' '.join(args)} failed in {repo} (exit {proc.returncode}); see the log above.")
+    return proc.stdout
+
+
+def prep(folder: Path) -> None:
+    spec, started, output = JobSpec.load(folder), time.time(), ""
+    targets = [f"repair@{d}" for d in spec.datasets]  # with their upstream stages: study, source@<dataset>
+    try:
+        with Worktree(spec, "prep") as repo:
+            output = _dvc(repo, "repro", "--pull", *targets)
+            print(f"prep: pushed {remote.push(repo, spec.remote)}", flush=True)
+            (spec.folder / "dvc.lock").write_bytes((repo / "dvc.lock").read_bytes())
+    except DtreproError:
+        _record(spec, "prep", started, 1, output)
+        raise
+    _record(spec, "prep", started, 0, output)
+
+
+def task(folder: Path, index: int | None = None) -> None:
+    spec, started, output = JobSpec.load(folder), time.time(), ""
+    model = spec.models[task_index(index)]
+    job = f"task-{task_index(index)}"
+    try:
+        with Worktree(spec, job) as repo:
+            _dvc(repo, "pull", f"repair@{model.dataset}")  # the clean data the model trains on
+            output = _dvc(repo, "repro", "--pull", "--single-item", *model.stages)
+            print(f"{job}: pushed {remote.push(repo, spec.remote, model.stages)}", flush=True)
+    except DtreproError:
+        _record(spec, job, started, 1, output, model=model.train)
+        raise
+    _record(spec, job, started, 0, output, model=model.train)
+
+
+def finish(folder: Path) -> None:
+    from dtrepro.named_runs import run
+
+    spec, started = JobSpec.load(folder), time.time()
+    root = Path(spec.root)
+    code = run(root, spec.name, spec.assignments, [], dvc_args=["--pull"], capture=(output := []))
+    _record(spec, "finish", started, code, "".join(output))
+    if code:
+        raise DtreproError(f"The named run {spec.name} failed in {root} (exit {code}); see the log above.")

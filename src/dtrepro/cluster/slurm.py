@@ -1,0 +1,147 @@
+"""A study on a Slurm cluster: one command submits the prep job, an array of one task per model, and the report.
+
+    dtrepro cluster submit suite --partition gpu --gres gpu:1 --time 02:00:00 --cpus-per-task 8 --wait
+
+From a login node whose workspace lies on the cluster's shared filesystem, with a DVC remote every node
+reaches (`dvc remote add -d team /shared/dtrepro-cache`): a prep job runs the cheap stages; an array of
+one task per `train@D-K-S` (and its `evaluate@`) runs after it (`--dependency=afterok`), each in a clean
+worktree of the submitted commit and params; a last job, after the whole array, runs the named run in
+the workspace, restoring every stage from the run-cache, and writes the report and the suite there.
+`--kill-on-invalid-dep=yes` cancels the jobs after a failed one instead of leaving them pending forever.
+Submitting again runs only what is missing: whatever a task pushed is restored, not run. Plain
+`sbatch --wrap` scripts, not submitit: the jobs are shell commands of this package (any scheduler, a
+Kubernetes Indexed Job included, runs the same `dtrepro cluster task`), and submitit polls Slurm's
+accounting database, which many clusters, and this project's test cluster, do not run.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dtrepro.cluster.spec import JobSpec, Resources, git, models_of
+from dtrepro.errors import DtreproError
+
+CODE = ("src", "stages", "dvc.yaml", "profiles", "pyproject.toml")  # what the tasks run: committed, unchanged
+
+
+def _sbatch(args: list[str]) -> str:
+    if shutil.which("sbatch") is None:
+        raise DtreproError("sbatch is not on PATH: submit from a node of a Slurm cluster (a login node).")
+    proc = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise DtreproError(f"sbatch refused the job ({proc.stderr.strip()}); check the resource options.")
+    return proc.stdout.strip().split(";")[0]
+
+
+def _remote(root: Path) -> tuple[str, str]:
+    """The default DVC remote's name and URL, a local path made absolute (every node must reach it)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        name = repo.config["core"].get("remote")
+        if not name:
+            raise DtreproError(
+                "No default DVC remote: the tasks share their results through one. Add one every node reaches, "
+                "e.g. `dvc remote add -d team /shared/dtrepro-cache`, then submit again."
+            )
+        url = repo.config["remote"][name]["url"]
+    if "://" not in url and not Path(url).is_absolute():
+        url = str((root / ".dvc" / url).resolve())  # DVC reads a relative path from the config's folder
+    return name, url
+
+
+def make_spec(root: Path, name: str, assignments: list[str], resources: Resources) -> JobSpec:
+    from dtrepro.named_runs import resolve, validate
+
+    wanted = resolve(root, name, assignments)
+    validate(wanted)
+    if git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE):
+        raise DtreproError(
+            f"{root} has uncommitted changes to {', '.join(CODE)}: every task runs a clean worktree of the "
+            f"commit, so it would not run them. Commit them (or stash them), then submit again."
+        )
+    remote, url = _remote(root)
+    return JobSpec(
+        name,
+        str(root),
+        str(root),
+        git(root, "rev-parse", "HEAD"),
+        wanted,
+        list(assignments),
+        remote,
+        url,
+        sys.executable,
+        resources,
+        models_of(wanted),
+    )
+
+
+def submit(root: Path, name: str, assignments: list[str], resources: Resources) -> dict[str, str]:
+    """Write the job's spec and submit its three jobs; their Slurm job ids."""
+    spec = make_spec(root, name, assignments, resources)
+    shutil.rmtree(spec.folder / "status", ignore_errors=True)  # the jobs of an earlier submission
+    spec.save()
+    folder, res = spec.folder, spec.resources
+
+    def command(job: str) -> str:
+        return " ".join(shlex.quote(x) for x in (spec.python, "-m", "dtrepro.cli", "cluster", job, str(folder)))
+
+    common = ["--kill-on-invalid-dep=yes", f"--chdir={root}"]
+    prep = _sbatch(
+        [f"--job-name=dtrepro-{name}-prep", f"--output={folder}/prep.log", *common, *res.sbatch(False)]
+        + ["--wrap", command("prep")]
+    )
+    limit = f"%{res.max_parallel}" if res.max_parallel else ""
+    array = _sbatch(
+        [f"--job-name=dtrepro-{name}-task", f"--array=0-{len(spec.models) - 1}{limit}", f"--dependency=afterok:{prep}"]
+        + [f"--output={folder}/task-%a.log", *common, *res.sbatch(True), "--wrap", command("task")]
+    )
+    final = _sbatch(
+        [f"--job-name=dtrepro-{name}-finish", f"--dependency=afterok:{array}", f"--output={folder}/finish.log"]
+        + [*common, *res.sbatch(False), "--wrap", command("finish")]
+    )
+    ids = {"prep": prep, "array": array, "finish": final}
+    (folder / "jobs.json").write_text(json.dumps(ids) + "\n")
+    return ids
+
+
+def queued(ids: list[str]) -> list[str]:
+    """The jobs (and array tasks) of `ids` that Slurm still holds, pending or running."""
+    cmd = ["squeue", "--noheader", "--format=%i", "--jobs", ",".join(ids)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return proc.stdout.split() if proc.returncode == 0 else []
+
+
+def wait(ids: dict[str, str], poll_s: float = 1.0) -> None:
+    """Until no job of the submission is pending or running (squeue: Slurm's accounting may not run)."""
+    while queued(list(ids.values())):
+        time.sleep(poll_s)
+
+
+def report(folder: Path) -> tuple[bool, str]:
+    """Whether every job of the submission ended well, and one line per job that did not, by its model's name."""
+    spec = JobSpec.load(folder)
+
+    def status(job: str) -> dict | None:
+        path = folder / "status" / f"{job}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    lines = []
+    for job, what in (
+        [("prep", "the prep job (study, source, repair)")]
+        + [(f"task-{i}", f"{m.train} and {m.evaluate}") for i, m in enumerate(spec.models)]
+        + [("finish", f"the named run {spec.name} (report, suite)")]
+    ):
+        found = status(job)
+        if found is None:
+            lines.append(f"{job}: {what} did not end: cancelled, killed, or never started (log: {folder / job}.log)")
+        elif found["exit"]:
+            lines.append(f"{job}: {what} failed with exit {found['exit']} (log: {folder / job}.log)")
+    ok = not lines
+    return ok, "\n".join(lines) or f"every job of {spec.name} ended well; the report is in {spec.root}/results/"

@@ -1,0 +1,79 @@
+"""DVC's run-cache restores every stage whose configuration comes back, here and, through a remote, in another clone."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+from helpers import COLLECTED, run
+
+pytestmark = pytest.mark.slow
+D = COLLECTED
+RUNS = [f"{D}-{k}-{s}" for k in (5, 1) for s in (0, 1)]
+MODELS = {f"{st}@{r}" for st in ("train", "evaluate") for r in RUNS}
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def dvc(repo, *args):
+    return ok(run(["dvc", *args], repo, timeout=900))
+
+
+def dtrepro(repo, *args):
+    return ok(run([sys.executable, "-m", "dtrepro.cli", *args], repo, timeout=900))
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def restored(output: str) -> set[str]:
+    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
+
+
+def checkpoints(repo) -> dict[str, bytes]:
+    return {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted((repo / "models").rglob("*.pt"))}
+
+
+def results(repo) -> dict:
+    return json.loads((repo / "results" / "ablations.json").read_text())
+
+
+def test_going_back_to_earlier_values_restores_every_model_from_the_run_cache(copy_done):
+    repo = copy_done
+    first, models = results(repo), checkpoints(repo)
+    changed = dvc(repo, "exp", "run", "-S", "train.steps=30")
+    assert MODELS <= ran(changed.stdout) and results(repo) != first
+    back = dvc(repo, "exp", "run", "-S", "train.steps=20")  # the committed value again
+    assert not ran(back.stdout) & MODELS, back.stdout
+    assert MODELS <= restored(back.stdout)
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+    assert results(repo) == first and checkpoints(repo) == models
+
+
+def test_a_fresh_clone_pulls_from_a_folder_remote_and_trains_nothing(copy_done, tmp_path):
+    a = copy_done
+    dvc(a, "remote", "add", "-d", "team", str(tmp_path / "remote"))
+    ok(run(["git", "commit", "-q", "-am", "a remote for the team"], a))
+    pushed = dtrepro(a, "push")
+    assert re.search(r"push: \d+ output files, [1-9]\d* run-cache entries", pushed.stdout), pushed.stdout
+
+    b = tmp_path / "b"
+    ok(run(["git", "clone", "-q", str(a), str(b)], tmp_path))
+    # the small files git carries too are made again, from what the remote holds
+    for folder in ("reports", "results"):
+        ok(run(["git", "rm", "-rq", folder], b))
+    assert not (b / "models").exists() and not (b / "data").exists()
+    pulled = dtrepro(b, "pull")
+    assert re.search(r"[1-9]\d* objects they name", pulled.stdout) and "found nowhere" not in pulled.stdout
+    rerun = dvc(b, "exp", "run")
+    assert not ran(rerun.stdout) & (MODELS | {f"source@{D}", f"repair@{D}"}), rerun.stdout
+    assert MODELS <= restored(rerun.stdout)
+    assert results(b) == results(a) and checkpoints(b) == checkpoints(a)
+    assert "Data and pipelines are up to date." in dvc(b, "status").stdout
