@@ -7,7 +7,7 @@ PROFILE ?=
 # a named run (profiles/$(PROFILE).yaml, as the DVC experiment $(PROFILE)), or the workspace's params.yaml as it is
 EXP_RUN = $(if $(PROFILE),$(BIN)/dtrepro run $(PROFILE),$(BIN)/dvc exp run)
 
-.PHONY: install test test-fast lint repro ablations demo suite suite-smoke bench bench-gpu docker-build docker-test clean help
+.PHONY: install test test-fast lint repro ablations demo suite suite-smoke bench bench-gpu bench-cluster cluster docs docker-build docker-test clean help
 
 help:
 	@echo "make install    create .venv and install the locked dependencies and dtrepro"
@@ -19,7 +19,9 @@ help:
 	@echo "make suite      the DT paper's D4RL table: nine datasets at the headline K -> results/suite.md"
 	@echo "make suite-smoke  the suite's pipeline on three envs' collected data, offline, in minutes"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make bench-cluster  the smoke study on a local Slurm against one local run: wall time, overhead per task"
 	@echo "make bench-gpu  the GPU table to paste: large-batch training, 60-episode evaluation, CUDA paths"
+	@echo "make docs       build the docs site (docs/, mkdocs build --strict) into site/"
 	@echo "make lint       ruff and hadolint"
 	@echo "make docker-build  docker build -t dtrepro . (DOCKER=podman to use podman)"
 	@echo "make docker-test   build with podman on a local Debian base and run the smoke pipeline in it"
@@ -38,6 +40,9 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: install
 	$(BIN)/ruff check src stages tests bench
@@ -68,6 +73,14 @@ bench: install
 	for b in bench/repair.py bench/collect.py bench/train.py bench/threads.py bench/evaluate.py bench/noop.py; do $(BIN)/python $$b || exit 1; done
 
 # On a machine with a GPU (no internet needed: it collects its Hopper data first).
+# the study of a named run on a Slurm cluster, from a login node (docs/cluster.md); PROFILE=suite for the paper's table
+cluster: install
+	$(BIN)/dtrepro cluster submit $(or $(PROFILE),default) --wait
+
+# the smoke study on a one-node Slurm on localhost against one local run (needs Debian's slurm-wlm and munge)
+bench-cluster: install
+	$(BIN)/python bench/cluster.py
+
 bench-gpu: install
 	$(BIN)/python bench/gpu.py
 

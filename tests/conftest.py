@@ -34,8 +34,10 @@ def repo_copy(tmp_path):
 
 @pytest.fixture(scope="session")
 def smoke_done(tmp_path_factory):
-    """A copy of the repository after the named smoke run, committed: copy it (`copy_done`) before changing it."""
+    """A copy of the repository after the named smoke run, committed, with that run's output: copy it (`copy_done`)
+    before changing it."""
     import sys
+    from types import SimpleNamespace
 
     from helpers import run
 
@@ -44,7 +46,7 @@ def smoke_done(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "the smoke run"]):
         assert run(cmd, repo).returncode == 0
-    return repo
+    return SimpleNamespace(repo=repo, output=proc.stdout)
 
 
 @pytest.fixture
@@ -52,4 +54,4 @@ def copy_done(smoke_done, tmp_path):
     """A private copy of `smoke_done`, its git history and DVC cache included."""
     import shutil
 
-    return Path(shutil.copytree(smoke_done, tmp_path / "repo", symlinks=True))
+    return Path(shutil.copytree(smoke_done.repo, tmp_path / "repo", symlinks=True))

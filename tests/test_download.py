@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import http.server
+import json
 import socket
 import subprocess
 import sys
@@ -15,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dtrepro.data.download import DownloadParams, download
+from dtrepro.data.d4rl import write_d4rl
+from dtrepro.data.download import DownloadParams, download, part_source
 from dtrepro.errors import DtreproError
 from dtrepro.registry.datasets import dataset_file
 
@@ -29,6 +32,7 @@ class Server:
     range_reply: str = "right"  # how a Range request is answered: right, from_zero, early, bad_header, whole
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     url: str = ""
+    etag: str | None = None
 
 
 @pytest.fixture
@@ -75,6 +79,8 @@ def server(hopper_file):
             body = state.payload[start:] if partial else state.payload
             self.send_response(206 if partial else 200)
             self.send_header("Content-Type", "application/x-hdf5")
+            if state.etag:
+                self.send_header("ETag", state.etag)
             self.send_header("Content-Length", str(len(body)))
             if partial:  # bad_header: the body starts at the offset, the header says one byte later
                 claimed = start + (state.range_reply == "bad_header")
@@ -135,12 +141,49 @@ def test_dropped_connection_resumes_with_a_range_request(server, tmp_path):
     assert 0 < resumed_at <= server.drop_after  # what arrived before the drop was kept
 
 
+def interrupted(server, out, path="/hopper.hdf5", size=None):
+    """What a download of `path` interrupted (Ctrl-C) after `size` bytes (a third) leaves for the next run."""
+    part = out.with_name(out.name + ".part")
+    part.write_bytes(server.payload[: size or len(server.payload) // 3])
+    part_source(part).write_text(json.dumps({"url": f"{server.url}{path}", "etag": server.etag}))
+
+
 def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
     out = tmp_path / "raw.hdf5"
-    out.with_name("raw.hdf5.part").write_bytes(server.payload[:12345])
+    interrupted(server, out)
+    size = out.with_name("raw.hdf5.part").stat().st_size
     download(fast(f"{server.url}/hopper.hdf5"), out)
     assert out.read_bytes() == server.payload
-    assert server.requests == [("/hopper.hdf5", "bytes=12345-")]
+    assert server.requests == [("/hopper.hdf5", f"bytes={size}-")]
+    assert not part_source(out.with_name("raw.hdf5.part")).exists()
+
+
+def test_a_part_of_another_url_is_never_spliced_in(server, tmp_path):
+    out = tmp_path / "raw.hdf5"
+    interrupted(server, out, "/other.hdf5")
+    download(fast(f"{server.url}/hopper.hdf5"), out)
+    assert out.read_bytes() == server.payload  # B's file whole, none of A's bytes
+    assert server.requests == [("/hopper.hdf5", None)]
+
+
+def test_a_part_of_unknown_origin_is_not_resumed(server, tmp_path):
+    out = tmp_path / "raw.hdf5"
+    out.with_name("raw.hdf5.part").write_bytes(b"x" * 12345)
+    download(fast(f"{server.url}/hopper.hdf5"), out)
+    assert out.read_bytes() == server.payload and server.requests == [("/hopper.hdf5", None)]
+
+
+def test_a_file_changed_on_the_server_since_the_part_starts_over(server, tmp_path, hopper):
+    out = tmp_path / "raw.hdf5"
+    server.etag = '"v1"'
+    interrupted(server, out)
+    data = copy.copy(hopper[0])  # the session's dataset stays as it is
+    data.arrays = {**data.arrays, "rewards": data.arrays["rewards"] * 2}
+    write_d4rl(tmp_path / "v2.hdf5", data)
+    server.payload, server.etag = (tmp_path / "v2.hdf5").read_bytes(), '"v2"'  # the same file, another version
+    download(fast(f"{server.url}/hopper.hdf5"), out)
+    assert out.read_bytes() == server.payload
+    assert server.requests[0][1] is not None and server.requests[-1] == ("/hopper.hdf5", None)
 
 
 def test_server_error_is_retried(server, tmp_path):
@@ -183,7 +226,7 @@ def test_every_published_v2_file_has_a_size_and_a_hash():
 def test_a_206_that_does_not_start_at_the_offset_restarts_cleanly(server, tmp_path, reply):
     server.range_reply = reply
     out = tmp_path / "raw.hdf5"
-    out.with_name("raw.hdf5.part").write_bytes(server.payload[:12345])
+    interrupted(server, out, size=12345)
     download(fast(f"{server.url}/hopper.hdf5"), out)
     assert out.read_bytes() == server.payload  # never the wrong bytes appended
     assert server.requests[0] == ("/hopper.hdf5", "bytes=12345-") and server.requests[-1][1] is None
@@ -192,7 +235,7 @@ def test_a_206_that_does_not_start_at_the_offset_restarts_cleanly(server, tmp_pa
 def test_a_200_to_a_range_request_restarts_from_byte_0(server, tmp_path):
     server.range_reply = "whole"
     out = tmp_path / "raw.hdf5"
-    out.with_name("raw.hdf5.part").write_bytes(server.payload[:12345])
+    interrupted(server, out, size=12345)
     download(fast(f"{server.url}/hopper.hdf5"), out)
     assert out.read_bytes() == server.payload and len(server.requests) == 1
 

@@ -20,7 +20,7 @@ from dtrepro.commands import repo_env
 from dtrepro.data.d4rl import write_d4rl
 from dtrepro.registry.datasets import dataset_file, published_text
 
-from helpers import COLLECTED, HOPPER, ROOT, copy_repo, one_line, run
+from helpers import COLLECTED, HOPPER, ROOT, one_line, run
 
 pytestmark = pytest.mark.slow
 D = COLLECTED  # the smoke run's dataset
@@ -52,17 +52,10 @@ def commit_all(repo, message):
         assert run(cmd, repo).returncode == 0
 
 
-@pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory):
-    """One named smoke run in a copy of the repository, shared by the tests below."""
-    repo = copy_repo(tmp_path_factory.mktemp("smoke"))
-    return repo, named(repo, "smoke").stdout
-
-
-def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(smoke_repo):
-    repo, out = smoke_repo
+def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(smoke_done):
+    repo, out = smoke_done.repo, smoke_done.output
     runs = RUNS
-    assert stages_run(out) == {"study", f"source@{D}", f"repair@{D}", "report", "suite"} | {
+    assert stages_run(out) == {"study", f"source@{D}", f"repair@{D}", "report", "suite", "page"} | {
         f"{st}@{r}" for st in ("train", "evaluate") for r in runs
     }
     assert "the experiment 'smoke' holds this run" in out and "smoke" in dvc(repo, "exp", "list").stdout.split()
@@ -115,14 +108,16 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
     for png in ("return_conditioning", "context_length", "learning_curves"):
         assert (repo / "results" / "plots" / D / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert "report: tables results/ablations.md" in out
+    pngs = list((repo / "results" / "plots").rglob("*.png")) + list((repo / "results" / "suite-plots").rglob("*.png"))
+    page = (repo / "results" / "index.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == len(pngs) > 3 and "Return conditioning" in page
 
 
-def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(smoke_repo):
-    """A researcher's loop after a named run: commit it, change an eval param with DVC, diff the metrics."""
-    repo, _ = smoke_repo
-    commit_all(repo, "smoke run")
+def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(copy_done):
+    """A researcher's loop after a named run, committed: change an eval param with DVC, diff the metrics."""
+    repo = copy_done
     changed = dvc(repo, "exp", "run", "-S", "eval.seed=2000")
-    assert stages_run(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"report", "suite"}
+    assert stages_run(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"report", "suite", "page"}
     assert stages_run(dvc(repo, "exp", "run", "-S", "eval.seed=2000").stdout) == set()
     assert up_to_date(repo)
 
@@ -138,16 +133,16 @@ def checkpoints(repo) -> dict[str, bytes]:
     return {r: (repo / "models" / D / "k{}-seed{}".format(*r.split("-")[-2:]) / "last.pt").read_bytes() for r in RUNS}
 
 
-def test_an_edit_to_the_training_code_retrains_and_a_model_that_came_out_the_same_reevaluates_nothing(smoke_repo):
+def test_an_edit_to_the_training_code_retrains_and_a_model_that_came_out_the_same_reevaluates_nothing(copy_done):
     """A code edit re-runs every train stage from scratch (the resume state is the old code's); on the CPU the
     weights come out byte for byte the same, so DVC re-runs no evaluation. `-f` finds the complete resume state."""
-    repo, _ = smoke_repo
+    repo = copy_done
     before = checkpoints(repo)
     with open(repo / "stages" / "train.py", "a") as f:
         f.write("# an edit that changes nothing learnt\n")
     edited = dvc(repo, "exp", "run")
     # the report draws the learning curves, whose log holds the run's throughput: it alone runs again
-    assert stages_run(edited.stdout) == {f"train@{r}" for r in RUNS} | {"report"}
+    assert stages_run(edited.stdout) == {f"train@{r}" for r in RUNS} | {"report", "page"}
     assert edited.stdout.count("is from other params, data or code: starting afresh") == len(RUNS)
     assert checkpoints(repo) == before
     forced = dvc(repo, "exp", "run", "-f", f"train@{D}-5-0")
@@ -155,9 +150,9 @@ def test_an_edit_to_the_training_code_retrains_and_a_model_that_came_out_the_sam
     assert checkpoints(repo) == before and up_to_date(repo)
 
 
-def test_an_edit_that_changes_what_is_learnt_retrains_and_the_new_weights_differ(smoke_repo):
+def test_an_edit_that_changes_what_is_learnt_retrains_and_the_new_weights_differ(copy_done):
     """The case a resume of the old code's complete state would hide: the new code's models, evaluated anew."""
-    repo, _ = smoke_repo
+    repo = copy_done
     before = checkpoints(repo)
     loop = repo / "src/dtrepro/training/loop.py"
     text = loop.read_text()
@@ -169,12 +164,12 @@ def test_an_edit_that_changes_what_is_learnt_retrains_and_the_new_weights_differ
     assert all(checkpoints(repo)[r] != before[r] for r in RUNS)
     loop.write_text(text)  # back to the committed code: DVC restores the first models from its run-cache
     back = dvc(repo, "exp", "run")
-    assert stages_run(back.stdout) <= {"report", "suite"} and checkpoints(repo) == before
+    assert stages_run(back.stdout) <= {"report", "suite", "page"} and checkpoints(repo) == before
     assert up_to_date(repo)
 
 
-def test_two_named_runs_at_once_the_second_is_refused(smoke_repo):
-    repo, _ = smoke_repo
+def test_two_named_runs_at_once_the_second_is_refused(copy_done):
+    repo = copy_done
     first = subprocess.Popen(
         [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", "eval.seed=3000"],
         cwd=repo,
@@ -205,8 +200,8 @@ def test_matrix_items_never_reach_the_shell(repo_copy, tmp_path):
     assert not pwned.exists()
 
 
-def test_the_queue_recipe_runs_offline_on_a_named_run(smoke_repo):
-    repo, _ = smoke_repo
+def test_the_queue_recipe_runs_offline_on_a_named_run(copy_done):
+    repo = copy_done
     commit_all(repo, "before the queue")
     dvc(repo, "exp", "run", "--queue", "-S", "eval.seed=5000,6000")
     dvc(repo, "queue", "start", "-j", "1")

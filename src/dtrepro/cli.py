@@ -6,6 +6,7 @@
     dtrepro push | dtrepro pull               data, models and the run-cache to / from the DVC remote
     dtrepro cluster submit suite --gres gpu:1 --wait    the study as Slurm jobs, the report in this workspace
     dtrepro cluster status suite              how that submission's jobs ended
+    dtrepro cluster plan suite                the spec alone, for another scheduler (a Kubernetes Indexed Job)
 
 A named run takes the committed params.yaml, puts profiles/NAME.yaml and any -S values on top, and
 hands what differs to `dvc exp run -n NAME -S ...`: DVC runs what changed, or restores it from its
@@ -44,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
         remote.add_argument("-r", "--remote", help="a DVC remote's name (default: the default remote)")
     cluster = sub.add_parser("cluster", help="the study on a Slurm cluster").add_subparsers(dest="job", required=True)
     submit = cluster.add_parser("submit", help="submit the named run's prep job, model array and report job")
+    plan = cluster.add_parser("plan", help="write the spec only, for another scheduler (a Kubernetes Indexed Job)")
     _named(submit)
+    _named(plan)
     for option, kind, text in (
         ("--partition", str, "Slurm partition"),
         ("--time", str, "time limit per job, e.g. 02:00:00"),
@@ -90,7 +93,11 @@ def cluster(root: Path, args: argparse.Namespace) -> None:
     from dtrepro.cluster import jobs, slurm
     from dtrepro.cluster.spec import JOBS_DIR, Resources
 
-    if args.job == "submit":
+    if args.job == "plan":
+        spec = slurm.plan(root, args.name, args.assignments, Resources())
+        print(f"cluster: {spec.folder}: run `dtrepro cluster prep` on it, then `dtrepro cluster task` with indices ")
+        print(f"0 to {len(spec.models) - 1} (JOB_COMPLETION_INDEX), then `dtrepro cluster finish`")
+    elif args.job == "submit":
         options = ("partition", "time", "gres", "cpus_per_task", "mem", "max_parallel")
         resources = Resources(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
         ids = slurm.submit(root, args.name, args.assignments, resources)

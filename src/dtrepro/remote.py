@@ -17,6 +17,7 @@ Any DVC remote works: a shared folder, SSH or S3 (`pip install dvc-ssh` or `dvc-
 
 from __future__ import annotations
 
+from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def push(root: Path, remote: str | None = None, targets: list[str] | None = None
     to the remote."""
     from dvc.exceptions import UploadError
 
-    with _repo(root) as repo:
+    # DVC resolves targets, and builds each run entry's stage from "dvc.yaml", relative to the cwd
+    with chdir(root), _repo(root) as repo:
         name = _remote_name(repo, remote)
         before = len(run_entries(repo))
         try:
@@ -92,7 +94,7 @@ def push(root: Path, remote: str | None = None, targets: list[str] | None = None
 
 def pull(root: Path, remote: str | None = None) -> Transfer:
     """Fetch the workspace's outputs, the run-cache entries and every object they name from the remote."""
-    with _repo(root) as repo:
+    with chdir(root), _repo(root) as repo:
         name = _remote_name(repo, remote)
         # outputs of the workspace's dvc.lock that no one pushed are left missing: dvc exp run makes them
         pulled = repo.pull(remote=name, run_cache=True, allow_missing=True)

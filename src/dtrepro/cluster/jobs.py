@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from dtrepro import remote
@@ -62,19 +63,34 @@ def prep(folder: Path) -> None:
     _record(spec, "prep", started, 0, output)
 
 
+class Phases(dict):
+    """Seconds spent in each phase of a job, for its status file (bench/cluster.py reads the overhead off it)."""
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self[name] = round(time.monotonic() - t0, 3)
+
+
 def task(folder: Path, index: int | None = None) -> None:
-    spec, started, output = JobSpec.load(folder), time.time(), ""
+    spec, started, output, phases = JobSpec.load(folder), time.time(), "", Phases()
     model = spec.models[task_index(index)]
     job = f"task-{task_index(index)}"
     try:
-        with Worktree(spec, job) as repo:
-            _dvc(repo, "pull", f"repair@{model.dataset}")  # the clean data the model trains on
-            output = _dvc(repo, "repro", "--pull", "--single-item", *model.stages)
-            print(f"{job}: pushed {remote.push(repo, spec.remote, model.stages)}", flush=True)
+        with phases("job"), Worktree(spec, job) as repo:
+            with phases("pull"):
+                _dvc(repo, "pull", f"repair@{model.dataset}")  # the clean data the model trains on
+            with phases("stages"):
+                output = _dvc(repo, "repro", "--pull", "--single-item", *model.stages)
+            with phases("push"):
+                print(f"{job}: pushed {remote.push(repo, spec.remote, model.stages)}", flush=True)
     except DtreproError:
-        _record(spec, job, started, 1, output, model=model.train)
+        _record(spec, job, started, 1, output, model=model.train, phases=phases)
         raise
-    _record(spec, job, started, 0, output, model=model.train)
+    _record(spec, job, started, 0, output, model=model.train, phases=phases)
 
 
 def finish(folder: Path) -> None:

@@ -82,11 +82,19 @@ def make_spec(root: Path, name: str, assignments: list[str], resources: Resource
     )
 
 
+def plan(root: Path, name: str, assignments: list[str], resources: Resources) -> JobSpec:
+    """Write the job's spec into its folder, clearing an earlier submission's status files: what any scheduler runs."""
+    spec = make_spec(root, name, assignments, resources)
+    shutil.rmtree(spec.folder / "status", ignore_errors=True)
+    spec.save()
+    return spec
+
+
 def submit(root: Path, name: str, assignments: list[str], resources: Resources) -> dict[str, str]:
     """Write the job's spec and submit its three jobs; their Slurm job ids."""
-    spec = make_spec(root, name, assignments, resources)
-    shutil.rmtree(spec.folder / "status", ignore_errors=True)  # the jobs of an earlier submission
-    spec.save()
+    if shutil.which("sbatch") is None:
+        raise DtreproError("sbatch is not on PATH: submit from a node of a Slurm cluster (a login node).")
+    spec = plan(root, name, assignments, resources)
     folder, res = spec.folder, spec.resources
 
     def command(job: str) -> str:

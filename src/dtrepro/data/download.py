@@ -11,6 +11,7 @@ onto `<output>`, with the hash it had written to `<output>.sha256`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -116,14 +117,45 @@ def _range_start(content_range: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+VALIDATORS = {"etag": "ETag", "last_modified": "Last-Modified"}  # what says which version of a file a part holds
+
+
+def part_source(part: Path) -> Path:
+    """Where a partial download records what it is part of: the URL and the server's validators."""
+    return part.with_name(part.name + ".source")
+
+
+def _part_owner(part: Path, url: str) -> dict:
+    """The record of `part` if it is a part of `url`'s file; otherwise the part is removed and {} returned."""
+    try:
+        owner = json.loads(part_source(part).read_text())
+    except (OSError, ValueError):
+        owner = {}
+    if owner.get("url") != url:
+        part.unlink(missing_ok=True)  # another source's bytes, or of unknown origin: never spliced in
+        return {}
+    return owner if part.exists() else {}
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    part_source(part).unlink(missing_ok=True)
+
+
 def _attempt(session: requests.Session, url: str, part: Path, timeout: float, deadline: float) -> None:
     """One HTTP request: resume from the `.part` file's size, append until the server stops.
 
-    A 206 must start exactly at the requested offset (its Content-Range says where it starts); any other
-    answer to a Range request would corrupt the file, so the part is discarded and the download starts over.
+    A part is resumed only from the URL it came from (`part_source`), and with `If-Range` on the server's
+    ETag or Last-Modified, so that a file changed on the server is sent whole; a 206 whose validators differ
+    from the part's is discarded too. A 206 must start exactly at the requested offset (its Content-Range
+    says where it starts); any other answer to a Range request would corrupt the file, so the part is
+    discarded and the download starts over.
     """
+    owner = _part_owner(part, url)
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
+    if offset and (validator := owner.get("etag") or owner.get("last_modified")):
+        headers["If-Range"] = validator
     try:
         with session.get(url, stream=True, timeout=timeout, headers=headers) as resp:
             if resp.status_code == 416 and offset:  # our partial file is not a prefix of theirs
@@ -143,6 +175,12 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float, de
                     f"then set data.url to the file's direct address. {OFFLINE_ADVICE}"
                 )
             resumed = resp.status_code == 206
+            now = {key: resp.headers.get(header) for key, header in VALIDATORS.items()}
+            if resumed and any(owner.get(k) and now[k] and owner[k] != now[k] for k in VALIDATORS):
+                _discard(part)
+                raise _Retry("the file on the server changed since the partial download; starting over")
+            if not resumed:
+                part_source(part).write_text(json.dumps({"url": url, **now}) + "\n")
             if resumed:
                 start = _range_start(resp.headers.get("Content-Range"))
                 if start != offset:
@@ -207,14 +245,14 @@ def _fetch_http(url: str, part: Path, params: DownloadParams) -> None:
 def _fetch_and_check(url: str, part: Path, params: DownloadParams) -> str:
     """Fetch `url` into `part` and check it; its SHA-256. A failed check deletes the part."""
     if _is_local(url):
-        part.unlink(missing_ok=True)
+        _discard(part)
         _copy_local(url, part)
     else:
         _fetch_http(url, part, params)
     size, sha256 = params.expected
     seen = part.stat().st_size
     if size is not None and seen != size:
-        part.unlink()
+        _discard(part)
         raise DtreproError(
             f"The file from {url} has {seen:,} bytes, but {params.dataset} has {size:,} (its published size). "
             f"The download is corrupt or not that dataset; it was deleted. Run again to download it afresh; for a "
@@ -222,7 +260,7 @@ def _fetch_and_check(url: str, part: Path, params: DownloadParams) -> str:
         )
     digest = file_sha256(part)
     if sha256 is not None and digest != sha256:
-        part.unlink()
+        _discard(part)
         where = "data.sha256" if params.sha256 else f"the published hash of {params.dataset}"
         raise DtreproError(
             f"The file from {url} has SHA-256 {digest}, but {where} is {sha256}. The download is corrupt or the "
@@ -232,7 +270,7 @@ def _fetch_and_check(url: str, part: Path, params: DownloadParams) -> str:
     try:
         check_d4rl_file(part)
     except DtreproError as err:
-        part.unlink()
+        _discard(part)
         raise DtreproError(f"The file from {url} is not a usable D4RL dataset: {err}") from None
     return digest
 
@@ -249,7 +287,7 @@ def download(params: DownloadParams, output: str | os.PathLike) -> tuple[str, st
     failures = []
     for i, url in enumerate(params.sources):
         if i:
-            part.unlink(missing_ok=True)  # a part from another source is not resumed here
+            _discard(part)  # a part from another source is not resumed here
         try:
             digest = _fetch_and_check(url, part, params)
             break
@@ -259,7 +297,7 @@ def download(params: DownloadParams, output: str | os.PathLike) -> tuple[str, st
             failures.append(f"({i + 1}) {url}: {' '.join(str(err).split())}")
             tqdm.write(f"download: {url} failed" + ("; trying the next source" if i + 1 < len(params.sources) else ""))
     else:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise DtreproError(
             f"No source could provide {params.dataset}; tried, in order: {' '.join(failures)} "
             f"Add a mirror that holds D4RL's files under the same paths to data.mirrors. {OFFLINE_ADVICE}"
@@ -267,6 +305,7 @@ def download(params: DownloadParams, output: str | os.PathLike) -> tuple[str, st
     with atomic_output(output.with_name(output.name + ".sha256")) as tmp:
         tmp.write_text(f"{digest}  {output.name}\n")
     os.replace(part, output)
+    part_source(part).unlink(missing_ok=True)
     return digest, url
 
 

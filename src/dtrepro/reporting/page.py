@@ -1,0 +1,58 @@
+"""The results as one self-contained HTML page: the report's and the suite's tables and findings, every PNG
+embedded, no network needed to open it (the offline view of a run; `dvc plots show` loads vega from a CDN)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+
+from dtrepro.atomic import atomic_output
+from dtrepro.errors import DtreproError
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; } td, th { border: 1px solid #ccc; padding: 0.2rem 0.6rem; }
+th { background: #f3f3f3; } figure { display: inline-block; margin: 0.5rem; } img { max-width: 34rem; }
+figcaption { font-size: 0.85rem; color: #555; } nav a { margin-right: 1rem; }
+"""
+
+
+def _markdown(path: Path) -> str:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise DtreproError(f"The results page reads {path}, which cannot be read ({err.strerror}).") from None
+    return MarkdownIt("commonmark").enable("table").render(text)
+
+
+def _figures(folder: Path) -> str:
+    """Every PNG under `folder`, embedded as a data URI, captioned with its path."""
+    parts = []
+    for png in sorted(folder.rglob("*.png")):
+        data = base64.b64encode(png.read_bytes()).decode()
+        caption = html.escape(png.relative_to(folder.parent).as_posix())
+        img = f'<img src="data:image/png;base64,{data}" alt="{caption}">'
+        parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def write_page(path: Path, sections: list[tuple[str, Path, Path]]) -> None:
+    """`sections`: (heading, a markdown file, a folder of PNGs) each, in order."""
+    nav = " ".join(f'<a href="#s{i}">{html.escape(h)}</a>' for i, (h, _, _) in enumerate(sections))
+    body = [f"<nav>{nav}</nav>"]
+    for i, (heading, markdown, plots) in enumerate(sections):
+        body += [
+            f'<section id="s{i}"><h1>{html.escape(heading)}</h1>',
+            _markdown(markdown),
+            _figures(plots),
+            "</section>",
+        ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>dtrepro results</title>'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+    with atomic_output(path) as tmp:
+        tmp.write_text(page)

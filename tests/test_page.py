@@ -1,0 +1,72 @@
+"""results/index.html opens offline in a real headless Chromium, every image loaded, the findings there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from dtrepro.reporting.page import write_page  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FINDING = "Achieved return rises with the requested return: yes"
+
+
+def _plot(path, values):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot(values)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def open_offline(page_file):
+    """(the page's text, [(src prefix, naturalWidth)] of its images, URLs it asked the network for)."""
+    if CHROMIUM is None:
+        if os.environ.get("DTREPRO_REQUIRE_BROWSER"):
+            pytest.fail("DTREPRO_REQUIRE_BROWSER is set but Debian's chromium is not installed")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    asked = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(offline=True)
+        context.route("http*://**", lambda route: (asked.append(route.request.url), route.abort()))
+        page = context.new_page()
+        page.goto(page_file.resolve().as_uri(), wait_until="load")
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.src.slice(0, 21), e.naturalWidth])")
+        text = page.inner_text("body")
+        browser.close()
+    return text, images, asked
+
+
+def test_the_results_page_opens_offline_with_every_image_and_the_findings(tmp_path):
+    report, suite = tmp_path / "ablations.md", tmp_path / "suite.md"
+    report.write_text(f"# Ablations\n\n- {FINDING} (targets 400 / 3600)\n\n| K | score |\n|---|---|\n| 20 | 102.0 |\n")
+    suite.write_text("# Suite\n\n| dataset | ours |\n|---|---|\n| hopper-medium-v2 | 67.1 |\n")
+    for name in ("d/return_conditioning.png", "d/context_length.png"):
+        _plot(tmp_path / "plots" / name, [1, 3, 2])
+    _plot(tmp_path / "suite-plots" / "scores.png", [2, 1])
+    write_page(
+        tmp_path / "index.html", [("Ablations", report, tmp_path / "plots"), ("Suite", suite, tmp_path / "suite-plots")]
+    )
+    text, images, asked = open_offline(tmp_path / "index.html")
+    assert FINDING in text and "hopper-medium-v2" in text and "102.0" in text
+    assert len(images) == 3 and all(src == "data:image/png;base64" and width > 0 for src, width in images)
+    assert asked == []
+
+
+def test_a_damaged_image_is_seen_as_not_loaded(tmp_path):
+    """The check above can fail: a PNG that is not one loads with no width."""
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "r.md").write_text("# r\n")
+    write_page(tmp_path / "index.html", [("r", tmp_path / "r.md", tmp_path / "plots")])
+    _, images, _ = open_offline(tmp_path / "index.html")
+    assert images == [["data:image/png;base64", 0]]

@@ -1,0 +1,63 @@
+"""Every command the README and the docs show exists as shown: make targets in the Makefile, `dtrepro` commands
+that its parser accepts, `dvc` commands and options that DVC accepts; the cheap ones are run."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from dtrepro.cli import parser
+
+from helpers import ROOT, run
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CHEAP = {("dtrepro", "list"), ("dtrepro", "show")}  # run for real below
+
+
+def commands() -> list[tuple[str, list[str]]]:
+    """(page, argv) of every command line in the pages' sh blocks, comments and continuations joined."""
+    found = []
+    for page in PAGES:
+        for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split("  #")[0].strip()
+                if line.startswith("#"):
+                    continue
+                for part in re.split(r"\s*(?:&&|;)\s*", line):
+                    if part:
+                        found.append((page.name, shlex.split(part)))
+    return found
+
+
+def test_the_pages_show_commands():
+    assert len([c for c in commands() if c[0] == "README.md"]) >= 15
+
+
+def _dvc_accepts(argv: list[str]) -> bool:
+    """DVC's own parser accepts the command and its options (parsed, not run)."""
+    code = "import sys; from dvc.cli.parser import get_main_parser; get_main_parser().parse_args(sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("page,argv", commands(), ids=lambda x: " ".join(x) if isinstance(x, list) else x)
+def test_a_shown_command_exists(page, argv):
+    tool, args = argv[0], argv[1:]
+    if tool == "make":
+        targets = [a for a in args if "=" not in a]
+        proc = run(["make", "-n", *targets], ROOT, env={"PROFILE": "demo"})
+        assert proc.returncode == 0, f"{page}: make {' '.join(args)}: {proc.stderr}"
+    elif tool == "dtrepro":
+        parser().parse_args(args)  # exits (fails the test) on an unknown command or option
+        if tuple(argv[:2]) in CHEAP:
+            proc = run([sys.executable, "-m", "dtrepro.cli", *args], ROOT)
+            assert proc.returncode == 0, proc.stderr
+    elif tool == "dvc":
+        assert _dvc_accepts(args), f"{page}: DVC does not accept: {' '.join(argv)}"
+    elif tool in ("docker", "git", "source", "pip", "torchrun", "apt-get", "python"):
+        pass  # other programs' commands, run where they are tested (make docker-test, the cluster and DDP tests)
+    else:
+        pytest.fail(f"{page}: a command of an unknown program: {' '.join(argv)}")
