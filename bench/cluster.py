@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,8 +38,8 @@ def main() -> None:
         local = copy_repo(tmp / "local")
         local_s = timed([sys.executable, "-m", "dtrepro.cli", "run", "smoke"], local)
         repo = copy_repo(tmp / "cluster")
-        subprocess.run(["dvc", "remote", "add", "-d", "team", str(tmp / "remote")], cwd=repo, check=True)
-        subprocess.run(["git", "commit", "-qam", "remote"], cwd=repo, check=True)
+        timed(["dvc", "remote", "add", "-d", "team", str(tmp / "remote")], repo)
+        timed(["git", "commit", "-qam", "remote"], repo)
         with LocalSlurm(tmp / "slurm") as env:
             cluster_s = timed(
                 [sys.executable, "-m", "dtrepro.cli", "cluster", "submit", "smoke", "--wait"],
@@ -63,7 +62,7 @@ def main() -> None:
         f"overhead (clone, pull, push) {overhead:.1f} s"
     )
     print("\nwall time on N nodes, one GPU each, for the suite's 27 models at T minutes of training per model:")
-    print("| N | T = 10 min | T = 30 min | overhead share |")
+    print("| N | T = 10 min | T = 30 min | overhead per task at T = 10 min |")
     print("|---|---|---|---|")
     for n in (1, 2, 4, 9, 27):
         rounds = math.ceil(27 / n)

@@ -74,7 +74,7 @@ def test_the_smoke_study_on_slurm_gives_the_single_machine_report(slurm, smoke_d
     assert {f"train@{r}" for r in RUNS} <= set(finish["restored"])
     assert results(repo) == results(smoke_done.repo)
     assert "Data and pipelines are up to date." in run(["dvc", "status"], repo).stdout
-    assert "smoke" in run(["dvc", "exp", "list"], repo).stdout.split()
+    assert "smoke" in run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
 
 
 def queued(env):

@@ -109,6 +109,18 @@ def test_a_collected_dataset_exported_as_minari_loads_back_the_same_transitions(
     assert "collected-hopper-random" in spec["description"]
 
 
+def test_a_failed_download_never_deletes_the_user_s_folder(minari_home):
+    """A dataset's folder with the user's files but no data/ (not a dataset yet): the failed download leaves it."""
+    mine = minari_home / "mujoco" / "hopper" / "medium-v0"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(DtreproError):
+        load("mujoco/hopper/medium-v0", remote=True, deadline_s=3)
+    assert (mine / "notes.txt").read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in minari_home.iterdir()) == ["mujoco"]  # no temporary folder left
+    assert os.environ[MINARI_PATH_VAR] == str(minari_home)
+
+
 def test_an_absent_id_offline_is_one_paragraph_naming_the_id_the_folder_and_what_to_do(minari_home):
     with pytest.raises(DtreproError) as local_only:
         load("mujoco/hopper/medium-v0", remote=False, deadline_s=5)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -78,16 +79,39 @@ def load(dataset_id: str, remote: bool, deadline_s: float):
             f"false. {advice}"
         )
     try:
-        _with_deadline(
-            lambda: minari.download_dataset(dataset_id), deadline_s, f"Downloading the Minari dataset {dataset_id}"
-        )
+        _download(dataset_id, root, deadline_s)
     except Exception as err:  # a network failure, an unknown id, the deadline: all end the same way
-        shutil.rmtree(root / dataset_id, ignore_errors=True)  # nothing half-downloaded is left as if complete
         raise DtreproError(
             f"The Minari dataset {dataset_id} is not in the local Minari folder {root}, and Minari's remote could "
             f"not provide it ({' '.join(str(err).split())[:300]}). {advice}"
         ) from None
     return minari.load_dataset(dataset_id)
+
+
+def _download(dataset_id: str, root: Path, deadline_s: float) -> None:
+    """Minari's download into a temporary folder of `root`, moved into place only when complete: what is in the
+    dataset's folder already (a user's files) is never deleted or replaced, and a failure leaves nothing."""
+    import minari
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".dtrepro-download-", dir=root))
+    before = os.environ.get(MINARI_PATH_VAR)
+    os.environ[MINARI_PATH_VAR] = str(tmp)  # Minari reads it at each call
+    try:
+        _with_deadline(
+            lambda: minari.download_dataset(dataset_id), deadline_s, f"Downloading the Minari dataset {dataset_id}"
+        )
+        done, dest = tmp / dataset_id, root / dataset_id
+        dest.mkdir(parents=True, exist_ok=True)
+        for part in done.iterdir():
+            if not (dest / part.name).exists():
+                os.replace(part, dest / part.name)
+    finally:
+        if before is None:
+            os.environ.pop(MINARI_PATH_VAR, None)
+        else:
+            os.environ[MINARI_PATH_VAR] = before
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _flat_box(space, what: str, dataset_id: str) -> None:
