@@ -8,7 +8,7 @@ import torch
 
 from dtrepro import device as device_module
 from dtrepro.device import autocast_dtype
-from dtrepro.evaluation.stats import difference_ci
+from dtrepro.evaluation.stats import difference_ci, seed_test
 from dtrepro.reporting.findings import against_data, conditioning, context, same_checkpoints
 
 REFS = (0.0, 100.0)  # returns equal scores: the CIs read the same on both scales
@@ -53,8 +53,24 @@ def test_a_difference_is_significant_only_when_its_interval_leaves_zero():
     assert diff == pytest.approx(10) and 9 < low < 10 < high < 11
     diff, low, high = difference_ci(a, [s.copy() for s in a], 2000, 0)
     assert diff == 0 and low < 0 < high
-    assert context(20, 1, 4.1, -1.2, 9.3) == "K=20 vs K=1: difference 4.1, 95% CI [-1.2, 9.3], not significant."
-    assert context(20, 1, 4.1, 1.2, 9.3).endswith("significant.") and "not" not in context(20, 1, 4.1, 1.2, 9.3)
+
+
+def test_the_k_verdict_is_the_seeds_welch_test_checked_by_hand():
+    """Seed means 1, 2, 3 against 4, 5, 6: variances 1 and 1, se = sqrt(1/3 + 1/3) = 0.8165, t = -3.674,
+    Welch's df = (2/3)^2 / (2 (1/3)^2 / 2) = 4, two-sided p = 2 P(T_4 > 3.674) = 0.0213 (a t table)."""
+    seeds = lambda means: [np.full(20, m, dtype=float) + np.linspace(-0.1, 0.1, 20) for m in means]  # noqa: E731
+    p = seed_test(seeds([1, 2, 3]), seeds([4, 5, 6]))
+    assert p == pytest.approx(0.0213, abs=5e-4)
+    assert seed_test(seeds([1, 2, 3]), seeds([1.5, 2.5, 3.5])) == pytest.approx(0.573, abs=5e-3)  # t = -0.612, df 4
+    assert seed_test(seeds([1]), seeds([2])) is None  # one seed a side: no test
+    # the episode interval can exclude zero while three seeds do not decide: the verdict is the seeds'
+    said = context(20, 1, 2.9, 2.0, 3.9, 0.13, 3)
+    assert said == (
+        "K=20 vs K=1: difference 2.9; across the 3 training seeds' means, Welch's t-test p = 0.13: 3 seeds do not "
+        "decide it (95% CI over episodes, these 3 seeds' models fixed: [2.0, 3.9])."
+    )
+    assert "p = 0.021: decided" in context(20, 1, 3.0, 2.0, 4.0, p, 3)
+    assert "1 seed(s) cannot decide" in context(20, 1, 3.0, 2.0, 4.0, None, 1)
 
 
 def test_best_is_last_is_said_per_context_length():

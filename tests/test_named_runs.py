@@ -9,7 +9,16 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from dtrepro.errors import DtreproError
-from dtrepro.named_runs import committed_params, hydra_value, overrides, parse_assignment, resolve, run, workspace_lock
+from dtrepro.named_runs import (
+    committed_params,
+    hydra_value,
+    overrides,
+    parse_assignment,
+    resolve,
+    run,
+    validate,
+    workspace_lock,
+)
 from dtrepro.params import flatten, merge
 
 from helpers import ROOT
@@ -26,6 +35,10 @@ def test_merge_overrides_nested_values_and_refuses_unknown_keys():
 def test_assignments_are_read_as_yaml():
     assert parse_assignment("repair.max_episode_steps=300") == {"repair": {"max_episode_steps": 300}}
     assert parse_assignment("data.url=null") == {"data": {"url": None}}
+    assert parse_assignment("train.lr=1e-4") == {"train": {"lr": 1e-4}}  # YAML 1.2, as DVC reads it: a number
+    assert parse_assignment("study.seeds=[0, 1]") == {"study": {"seeds": [0, 1]}}
+    with pytest.raises(DtreproError, match="its value is not YAML"):
+        parse_assignment("eval.targets=[3600")
     with pytest.raises(DtreproError, match="section.key=value"):
         parse_assignment("repair.dt")
 
@@ -42,7 +55,9 @@ def test_values_reach_dvc_exp_run_unchanged(value):
 
 def test_every_profile_resolves_against_the_committed_params():
     for path in (ROOT / "profiles").glob("*.yaml"):
-        resolve(ROOT, path.stem, [])
+        validate(resolve(ROOT, path.stem, []))  # every section's types and ranges, as a named run checks them
+    with pytest.raises(DtreproError, match="train"):
+        validate(resolve(ROOT, "smoke", ["train.steps=abc"]))
     with pytest.raises(DtreproError, match="No named run 'nope'"):
         resolve(ROOT, "nope", [])
 

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from dtrepro.commands import dvc
 from dtrepro.errors import DtreproError
@@ -52,11 +53,15 @@ def names(root: Path) -> list[str]:
 
 
 def parse_assignment(text: str) -> dict:
-    """`a.b.c=VALUE` (VALUE read as YAML) as the nested mapping {'a': {'b': {'c': VALUE}}}."""
+    """`a.b.c=VALUE` (VALUE read as YAML 1.2, as DVC reads params.yaml: `1e-4` is a number) as the nested mapping
+    {'a': {'b': {'c': VALUE}}}."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise DtreproError(f"Override {text!r} is not of the form section.key=value.")
-    value = yaml.safe_load(raw) if raw else None
+    try:
+        value = YAML(typ="safe", pure=True).load(raw) if raw else None
+    except YAMLError as err:
+        raise DtreproError(f"Override {text!r}: its value is not YAML ({' '.join(str(err).split())}).") from None
     for part in reversed(key.split(".")):
         value = {part: value}
     return value

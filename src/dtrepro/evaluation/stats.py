@@ -68,3 +68,13 @@ def difference_ci(
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(draws(a) - draws(b), [tail, 100 - tail])
     return diff, float(low), float(high)
+
+
+def seed_test(a: list[np.ndarray], b: list[np.ndarray]) -> float | None:
+    """Welch's t-test of the per-seed mean scores of `a` against `b` (each a list of per-seed episode scores): the
+    two-sided p-value, the training seed being the unit of replication; None with fewer than two seeds a side or
+    no spread at all."""
+    ma, mb = ([float(np.mean(s)) for s in x] for x in (a, b))
+    if min(len(ma), len(mb)) < 2 or (np.ptp(ma) == 0 and np.ptp(mb) == 0):
+        return None
+    return float(scipy.stats.ttest_ind(ma, mb, equal_var=False).pvalue)

@@ -67,9 +67,20 @@ def against_data(row: dict, data_mean: float, data_best: float) -> str:
     return f"DT vs its data: {score:.1f}, {ratio}, {best} the best episode ({data_best:.1f})."
 
 
-def context(k0: int, k1: int, diff: float, low: float, high: float) -> str:
-    significant = "significant" if low > 0 or high < 0 else "not significant"
-    return f"K={k0} vs K={k1}: difference {diff:.1f}, 95% CI [{low:.1f}, {high:.1f}], {significant}."
+def context(k0: int, k1: int, diff: float, low: float, high: float, p: float | None, seeds: int) -> str:
+    """The verdict is the seeds': Welch's t-test over the training seeds' mean scores (`p`, from
+    `stats.seed_test`), decided at p < 0.05. The interval [low, high] resamples the episodes of these seeds' models
+    (their evaluation noise) and is said as such, never as the verdict."""
+    episodes = f"95% CI over episodes, these {seeds} seeds' models fixed: [{low:.1f}, {high:.1f}]"
+    if p is None:
+        verdict = f"{seeds} seed(s) cannot decide an effect on training"
+    elif p < 0.05:
+        verdict = f"across the {seeds} training seeds' means, Welch's t-test p = {p:.3f}: decided"
+    else:
+        verdict = (
+            f"across the {seeds} training seeds' means, Welch's t-test p = {p:.2f}: {seeds} seeds do not decide it"
+        )
+    return f"K={k0} vs K={k1}: difference {diff:.1f}; {verdict} ({episodes})."
 
 
 def same_checkpoints(per_seed: list[dict], k: int) -> bool:

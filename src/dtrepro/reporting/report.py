@@ -21,7 +21,7 @@ from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EvalParams
-from dtrepro.evaluation.stats import bootstrap_ci, difference_ci
+from dtrepro.evaluation.stats import bootstrap_ci, difference_ci, seed_test
 from dtrepro.registry.datasets import published
 from dtrepro.registry.scores import D4RL, normalized_score, reference_scores
 from dtrepro.reporting import findings, plots
@@ -140,22 +140,29 @@ def header(study: StudyParams, params: EvalParams) -> list[str]:
     ]
 
 
+CI_EPISODES = "95% CI (episodes)"  # a bootstrap over episodes, the seeds' models fixed (docs/statistics.md)
+
+
 def section(study: StudyParams, params: EvalParams, found: dict, name: str) -> list[str]:
     """The markdown of one dataset's ablations: its findings in words, then the tables."""
-    table, per_seed, dataset = found["table"], found["per_seed"], found["data"]
-    k0, t0 = study.context_lens[0], params.targets[0]
-    pick = by_key(table)
-    same = {k: findings.same_checkpoints(per_seed, k) for k in study.context_lens}
+    same = {k: findings.same_checkpoints(found["per_seed"], k) for k in study.context_lens}
     shown = [c for c in CHECKPOINTS if c == "last" or not all(same.values())]  # best.pt rows only where they differ
-    ref_min, ref_max, ref_source = dataset["refs"]
     lines = ["", f"## {name} ({params.env_id})", "", "### Findings", ""]
+    return lines + _findings(study, params, found, same) + _tables(study, params, found, name, shown)
+
+
+def _findings(study: StudyParams, params: EvalParams, found: dict, same: dict[int, bool]) -> list[str]:
+    dataset, pick = found["data"], by_key(found["table"])
+    k0, t0 = study.context_lens[0], params.targets[0]
+    ref_min, ref_max, _ = dataset["refs"]
+    lines = []
     lines.append("- " + findings.conditioning([pick[(k0, "last", t)] for t in params.targets], (ref_min, ref_max)))
     if "episode_return_mean" in dataset:
         returns = [dataset["episode_return_mean"], dataset["episode_return_max"]]
         data_mean, data_best = normalized_score(returns, params.env_id, (ref_min, ref_max))
         lines.append("- " + findings.against_data(pick[(k0, "last", t0)], data_mean, data_best))
-    for k, (diff, low, high) in found["differences"].items():
-        lines.append("- " + findings.context(k0, k, diff, low, high))
+    for k, (diff, low, high, p) in found["differences"].items():
+        lines.append("- " + findings.context(k0, k, diff, low, high, p, len(study.seeds)))
     if all(same.values()):
         lines.append(
             "- `best.pt` is `last.pt` for every run (the last periodic evaluation was the best): the tables show "
@@ -164,14 +171,20 @@ def section(study: StudyParams, params: EvalParams, found: dict, name: str) -> l
     elif any(same.values()):
         ks = ", ".join(f"K={k}" for k, v in same.items() if v)
         lines.append(f"- At {ks}, `best.pt` is `last.pt` for every seed (the last periodic evaluation was the best).")
-    lines += ["", "(From `last.pt` at the headline K and target; the tables below hold every number.)"]
-    lines += ["", f"### Headline: K = {k0}, target {t0:g}", ""]
+    return lines + ["", "(From `last.pt` at the headline K and target; the tables below hold every number.)"]
+
+
+def _tables(study: StudyParams, params: EvalParams, found: dict, name: str, shown: list[str]) -> list[str]:
+    per_seed, dataset, pick = found["per_seed"], found["data"], by_key(found["table"])
+    k0, t0 = study.context_lens[0], params.targets[0]
+    ref_min, ref_max, ref_source = dataset["refs"]
+    lines = ["", f"### Headline: K = {k0}, target {t0:g}", ""]
     rows = [
         [f"`{c}.pt`", _score(r), f"{r['normalized_score_std_episodes']:.1f}", _ci(r), f"{r['length_mean']:.0f}"]
         for c in shown
         for r in [pick[(k0, c, t0)]]
     ]
-    lines += _table(["checkpoint", "score mean ± std (seeds)", "std (episodes)", "95% CI", "mean length"], rows)
+    lines += _table(["checkpoint", "score mean ± std (seeds)", "std (episodes)", CI_EPISODES, "mean length"], rows)
     if ref_source != D4RL:
         lines += [
             "",
@@ -191,7 +204,7 @@ def section(study: StudyParams, params: EvalParams, found: dict, name: str) -> l
         for r in [pick[(k0, c, t)]]
     ]
     lines += _table(
-        ["requested target", "checkpoint", "achieved return", "score mean ± std", "95% CI", "mean length"], rows
+        ["requested target", "checkpoint", "achieved return", "score mean ± std", CI_EPISODES, "mean length"], rows
     )
     lines += ["", f"### Context length (target {t0:g})", ""]
     rows = [
@@ -200,7 +213,7 @@ def section(study: StudyParams, params: EvalParams, found: dict, name: str) -> l
         for k in study.context_lens
         for r in [pick[(k, c, t0)]]
     ]
-    lines += _table(["K", "checkpoint", "score mean ± std", "95% CI", "mean length"], rows)
+    lines += _table(["K", "checkpoint", "score mean ± std", CI_EPISODES, "mean length"], rows)
     lines += ["", f"### Per training seed (target {t0:g})", ""]
     rows = [
         [
@@ -255,7 +268,7 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
             entry[f"{c}_step"] = first[c][0]["step"]
             entry[f"{c}_score"] = float(np.mean([r["normalized_score"] for r in first[c]]))
         per_seed.append(entry)
-    differences = {}  # other K -> (difference of last.pt scores at the headline target, CI low, CI high)
+    differences = {}  # other K -> (difference of last.pt scores at the headline target, CI low, CI high, seeds' p)
     k0 = study.context_lens[0]
     for k in study.context_lens[1:]:
         a, b = (
@@ -265,7 +278,7 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
             ]
             for kk in (k0, k)
         )
-        differences[k] = difference_ci(a, b, params.bootstrap_resamples, params.seed)
+        differences[k] = (*difference_ci(a, b, params.bootstrap_resamples, params.seed), seed_test(a, b))
     repair = paths.repair_reports / f"{name}.json"
     data = json.loads(repair.read_text()) if repair.exists() else {}
     evaluation = paths.evals / name / f"{study.runs[0].name}.json"  # the reference scores the scores used
