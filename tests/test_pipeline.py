@@ -60,7 +60,7 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
     assert yaml.safe_load((repo / "params.yaml").read_text())["study"]["seeds"] == [0, 1]
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert lock[f"train@{D}-5-0"]["params"]["params.yaml"]["model"]["embed_dim"] == 32
-    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    shown = json.loads(dvc(repo, "exp", "show", "--json", "--all-commits").stdout)
     smoke = [e for base in shown for e in (base.get("experiments") or []) if e["name"] == "smoke"]
     assert len(smoke) == 1
     data = smoke[0]["revs"][0]["data"]
