@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import COLLECTED, run
+from helpers import COLLECTED, run, stages_ran, stages_restored
 
 pytestmark = pytest.mark.slow
 D = COLLECTED
@@ -29,14 +29,6 @@ def dtrepro(repo, *args):
     return ok(run([sys.executable, "-m", "dtrepro.cli", *args], repo, timeout=900))
 
 
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def restored(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
-
-
 def checkpoints(repo) -> dict[str, bytes]:
     return {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted((repo / "models").glob("*/*/*.pt"))}
 
@@ -49,10 +41,10 @@ def test_going_back_to_earlier_values_restores_every_model_from_the_run_cache(co
     repo = copy_done
     first, models = results(repo), checkpoints(repo)
     changed = dvc(repo, "exp", "run", "-S", "train.steps=30")
-    assert MODELS <= ran(changed.stdout) and results(repo) != first
+    assert MODELS <= stages_ran(changed.stdout) and results(repo) != first
     back = dvc(repo, "exp", "run", "-S", "train.steps=20")  # the committed value again
-    assert not ran(back.stdout) & MODELS, back.stdout
-    assert MODELS <= restored(back.stdout)
+    assert not stages_ran(back.stdout) & MODELS, back.stdout
+    assert MODELS <= stages_restored(back.stdout)
     assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
     assert results(repo) == first and checkpoints(repo) == models
 
@@ -73,7 +65,7 @@ def test_a_fresh_clone_pulls_from_a_folder_remote_and_trains_nothing(copy_done, 
     pulled = dtrepro(b, "pull")
     assert re.search(r"[1-9]\d* objects they name", pulled.stdout) and "found nowhere" not in pulled.stdout
     rerun = dvc(b, "exp", "run")
-    assert not ran(rerun.stdout) & (MODELS | {f"source@{D}", f"repair@{D}"}), rerun.stdout
-    assert MODELS <= restored(rerun.stdout)
+    assert not stages_ran(rerun.stdout) & (MODELS | {f"source@{D}", f"repair@{D}"}), rerun.stdout
+    assert MODELS <= stages_restored(rerun.stdout)
     assert results(b) == results(a) and checkpoints(b) == checkpoints(a)
     assert "Data and pipelines are up to date." in dvc(b, "status").stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from dtrepro.commands import repo_env
 from dtrepro.data.d4rl import write_d4rl
 from dtrepro.registry.datasets import dataset_file, published_text
 
-from helpers import COLLECTED, HOPPER, ROOT, one_line, run
+from helpers import COLLECTED, HOPPER, ROOT, one_line, run, stages_ran
 
 pytestmark = pytest.mark.slow
 D = COLLECTED  # the smoke run's dataset
@@ -39,10 +38,6 @@ def dvc(repo, *args, check=True):
     return proc
 
 
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
 def up_to_date(repo) -> bool:
     return "Data and pipelines are up to date." in dvc(repo, "status").stdout
 
@@ -50,7 +45,7 @@ def up_to_date(repo) -> bool:
 def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(smoke_done):
     repo, out = smoke_done.repo, smoke_done.output
     runs = RUNS
-    assert stages_run(out) == {"study", f"source@{D}", f"repair@{D}", "report", "suite", "page"} | {
+    assert stages_ran(out) == {"study", f"source@{D}", f"repair@{D}", "report", "suite", "page"} | {
         f"{st}@{r}" for st in ("train", "evaluate") for r in runs
     }
     assert "the experiment 'smoke' holds this run" in out
@@ -113,8 +108,8 @@ def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(copy_do
     """A researcher's loop after a named run, committed: change an eval param with DVC, diff the metrics."""
     repo = copy_done
     changed = dvc(repo, "exp", "run", "-S", "eval.seed=2000")
-    assert stages_run(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"report", "suite", "page"}
-    assert stages_run(dvc(repo, "exp", "run", "-S", "eval.seed=2000").stdout) == set()
+    assert stages_ran(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"report", "suite", "page"}
+    assert stages_ran(dvc(repo, "exp", "run", "-S", "eval.seed=2000").stdout) == set()
     assert up_to_date(repo)
 
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
@@ -138,7 +133,7 @@ def test_an_edit_to_the_training_code_retrains_and_a_model_that_came_out_the_sam
         f.write("# an edit that changes nothing learnt\n")
     edited = dvc(repo, "exp", "run")
     # the report draws the learning curves, whose log holds the run's throughput: it alone runs again
-    assert stages_run(edited.stdout) == {f"train@{r}" for r in RUNS} | {"report"}
+    assert stages_ran(edited.stdout) == {f"train@{r}" for r in RUNS} | {"report"}
     assert edited.stdout.count("is from other params, data or code: starting afresh") == len(RUNS)
     assert checkpoints(repo) == before
     forced = dvc(repo, "exp", "run", "-f", f"train@{D}-5-0")
@@ -156,11 +151,11 @@ def test_an_edit_that_changes_what_is_learnt_retrains_and_the_new_weights_differ
     seed_line = "torch.manual_seed(run.seed + ddp.rank)"
     loop.write_text(text.replace(seed_line, seed_line.replace("ddp.rank", "ddp.rank + 7")))
     edited = dvc(repo, "exp", "run")
-    assert {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} <= stages_run(edited.stdout)
+    assert {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} <= stages_ran(edited.stdout)
     assert all(checkpoints(repo)[r] != before[r] for r in RUNS)
     loop.write_text(text)  # back to the committed code: DVC restores the first models from its run-cache
     back = dvc(repo, "exp", "run")
-    assert stages_run(back.stdout) <= {"report", "suite", "page"} and checkpoints(repo) == before
+    assert stages_ran(back.stdout) <= {"report", "suite", "page"} and checkpoints(repo) == before
     assert up_to_date(repo)
 
 
@@ -229,9 +224,9 @@ def test_download_source_runs_download_and_repair_and_caches(repo_copy, hopper_f
     assert report["episodes"] == int((hopper[1] | hopper[2]).sum())
     assert (repo_copy / "data" / h / "raw.hdf5").read_bytes() == hopper_file.read_bytes()
 
-    assert stages_run(named(repo_copy, "smoke", *sets).stdout) == set()  # nothing changed, nothing runs
+    assert stages_ran(named(repo_copy, "smoke", *sets).stdout) == set()  # nothing changed, nothing runs
     changed = dvc(repo_copy, "exp", "run", "-S", "repair.max_episode_steps=500", f"repair@{h}").stdout
-    assert stages_run(changed) == {f"repair@{h}"}
+    assert stages_ran(changed) == {f"repair@{h}"}
     assert json.loads((repo_copy / "reports" / "repair" / f"{h}.json").read_text())["boundaries_time_limit"] > 0
     assert "boundaries_time_limit" in dvc(repo_copy, "metrics", "show", "--json").stdout
 

@@ -9,6 +9,7 @@ first on PATH, so that `dvc` and the stages' `python` are this environment's.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,13 @@ def dvc(root: Path, *args: str, quiet: bool = False, tee: list | None = None) ->
         return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(tee), "")
     except FileNotFoundError:
         raise DtreproError("dvc is not installed in this environment: run `make install`.") from None
+
+
+def stages_ran(output: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def stages_restored(output: str) -> set[str]:
+    """The stages it restored from DVC's run-cache instead of running them."""
+    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))

@@ -59,6 +59,16 @@ def _remote_name(repo, remote: str | None) -> str:
         ) from None
 
 
+def default_remote(root: Path) -> tuple[str, str]:
+    """The default DVC remote's name and URL, a local path made absolute (what every node of a cluster reads)."""
+    with _repo(root) as repo:
+        name = _remote_name(repo, None)
+        url = repo.config["remote"][name]["url"]
+    if "://" not in url and not Path(url).is_absolute():
+        url = str((root / ".dvc" / url).resolve())  # DVC reads a relative path from the config's folder
+    return name, url
+
+
 def run_entries(repo) -> list[tuple[str, str]]:
     """Every (key, value) of the local run-cache."""
     runs = Path(repo.stage_cache.cache_dir)

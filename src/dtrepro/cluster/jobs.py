@@ -15,22 +15,18 @@ status; a job with no such file did not end (cancelled, killed, or never started
 from __future__ import annotations
 
 import json
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from dtrepro import remote
 from dtrepro.cluster.spec import JobSpec, Worktree, task_index
-from dtrepro.commands import dvc
+from dtrepro.commands import dvc, stages_ran, stages_restored
 from dtrepro.errors import DtreproError
 
 
 def _stages(output: str) -> dict[str, list[str]]:
-    return {
-        "ran": sorted(set(re.findall(r"Running stage '([^']+)'", output))),
-        "restored": sorted(set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))),
-    }
+    return {"ran": sorted(stages_ran(output)), "restored": sorted(stages_restored(output))}
 
 
 def _record(spec: JobSpec, job: str, started: float, code: int, output: str, **extra) -> None:

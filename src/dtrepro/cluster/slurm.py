@@ -26,34 +26,16 @@ from pathlib import Path
 
 from dtrepro.cluster.spec import JobSpec, Resources, git, models_of
 from dtrepro.errors import DtreproError
+from dtrepro.remote import default_remote
 
 CODE = ("src", "stages", "dvc.yaml", "profiles", "pyproject.toml")  # what the tasks run: committed, unchanged
 
 
 def _sbatch(args: list[str]) -> str:
-    if shutil.which("sbatch") is None:
-        raise DtreproError("sbatch is not on PATH: submit from a node of a Slurm cluster (a login node).")
     proc = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True)
     if proc.returncode:
         raise DtreproError(f"sbatch refused the job ({proc.stderr.strip()}); check the resource options.")
     return proc.stdout.strip().split(";")[0]
-
-
-def _remote(root: Path) -> tuple[str, str]:
-    """The default DVC remote's name and URL, a local path made absolute (every node must reach it)."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        name = repo.config["core"].get("remote")
-        if not name:
-            raise DtreproError(
-                "No default DVC remote: the tasks share their results through one. Add one every node reaches, "
-                "e.g. `dvc remote add -d team /shared/dtrepro-cache`, then submit again."
-            )
-        url = repo.config["remote"][name]["url"]
-    if "://" not in url and not Path(url).is_absolute():
-        url = str((root / ".dvc" / url).resolve())  # DVC reads a relative path from the config's folder
-    return name, url
 
 
 def make_spec(root: Path, name: str, assignments: list[str], resources: Resources) -> JobSpec:
@@ -66,7 +48,7 @@ def make_spec(root: Path, name: str, assignments: list[str], resources: Resource
             f"{root} has uncommitted changes to {', '.join(CODE)}: every task runs a clean worktree of the "
             f"commit, so it would not run them. Commit them (or stash them), then submit again."
         )
-    remote, url = _remote(root)
+    remote, url = default_remote(root)
     return JobSpec(
         name,
         str(root),
