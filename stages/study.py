@@ -3,9 +3,9 @@
 dvc.yaml's stages are matrices over study.datasets, study.context_lens and study.seeds, whose
 items DVC writes into their shell commands. Every other stage comes after this one, so a list
 item that is not a known dataset name or an integer (e.g. "5; rm -rf ~") stops `dvc repro`
-here, before any such command runs. It also refuses data.url or data.sha256 (one file's) with
-more than one D4RL dataset to download.
-Reads  params.yaml study.*, data.url, data.sha256
+here, before any such command runs. It also refuses a section no stage reads (a typo such as
+`trian:`) and data.url or data.sha256 (one file's) without exactly one D4RL dataset to download.
+Reads  params.yaml, all of it
 Writes --stamp (a fixed text: the check passed; its content never changes, so passing it
        again re-runs nothing downstream)
 """
@@ -15,7 +15,7 @@ import argparse
 from dtrepro.atomic import atomic_output
 from dtrepro.errors import run_stage
 from dtrepro.params import add_params_argument, load_yaml
-from dtrepro.study import StudyParams, check_overrides
+from dtrepro.study import StudyParams, check_params
 
 
 def main(argv=None):
@@ -24,7 +24,7 @@ def main(argv=None):
     parser.add_argument("--stamp", required=True, help="file written when the check passes")
     args = parser.parse_args(argv)
     study = StudyParams.from_params(args.params)
-    check_overrides(study, load_yaml(args.params))
+    check_params(study, load_yaml(args.params))
     with atomic_output(args.stamp) as tmp:
         tmp.write_text("study.datasets are known names; study.context_lens and study.seeds are lists of integers\n")
     print(

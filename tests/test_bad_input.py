@@ -12,8 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 
-from helpers import HOPPER, ROOT, one_line, run
+from helpers import HOPPER, ROOT, one_line, params, run
 
 
 def write(path: Path, **datasets):
@@ -201,3 +202,92 @@ def test_a_stage_refuses_to_run_another_checkout_s_code(repo_copy):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "whose src/dtrepro/study.py differs: DVC would record one code and run another" in one_line(proc.stderr)
     assert run(cmd, repo_copy).returncode == 0  # with its own src/ first, as every command of the project runs it
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("eval.targets=[1.0e+300]", "a target must be a return within ±100000, not 1e+300"),  # NaN metrics before
+        ("eval.targets=[400, 400]", "targets must differ"),  # the same episodes pooled twice: a CI too narrow
+        ("eval.targets=[12345.61, 12345.64]", "share a key"),  # one metrics key for two targets
+        ("eval.episodes=100000", "eval.episodes is 100000 (int): input should be less than or equal to 1000"),
+        ("eval.bootstrap_resamples=100000000", "input should be less than or equal to 100000"),
+        ("eval.seed=18446744073709551616", "eval.seed is 18446744073709551616 (int): input should be less than"),
+        ("study.seeds=[18446744073709551616]", "study.seeds.0 is 18446744073709551616 (int)"),
+        ("collect.seed=-1", "collect.seed is -1 (int): input should be greater than or equal to 0"),
+        ("data.url=/data/hopper.hdf5", "downloads 0 D4RL datasets (none: data.url applies to D4RL names only)"),
+        ("train.device=gpu", "train.device is 'gpu' (str): a device must be auto, cpu, cuda or cuda:N"),  # torch's
+        ("eval.device=tpu", "eval.device is 'tpu' (str): a device must be"),  # traceback in the stage before
+        ("eval.env_id=Hopper-v99", "eval.env_id is 'Hopper-v99' (str): an env id must be one of Hopper-v4,"),
+        ("train.env_id=Hopper-v3", "train.env_id is 'Hopper-v3' (str)"),  # gymnasium's mujoco-py env
+        ("collect.env_id=Ant-v4", "collect.env_id is 'Ant-v4' (str)"),
+    ],
+)
+def test_a_value_that_would_give_a_silently_wrong_result_is_refused(assignment, message):
+    """Each of these ran to the end before, with NaN metrics, a pooled or shared target, an out-of-memory, a
+    traceback, or data.url ignored (the smoke run studies a collected dataset)."""
+    from dtrepro.errors import DtreproError
+    from dtrepro.named_runs import resolve, validate
+
+    with pytest.raises(DtreproError) as err:
+        validate(resolve(ROOT, "smoke", [assignment]))
+    assert message in " ".join(str(err.value).split())
+
+
+def test_a_section_no_stage_reads_is_refused_and_every_section_is_read():
+    """A typo'd section (`trian:`) was ignored: the run used train's old values without a word."""
+    from dtrepro.errors import DtreproError
+    from dtrepro.named_runs import resolve, validate
+    from dtrepro.params import Params
+    from dtrepro.study import SECTIONS
+
+    def subclasses(cls):
+        return {c for s in cls.__subclasses__() for c in (s, *subclasses(s))}
+
+    validate(resolve(ROOT, "smoke", []))  # dtrepro.named_runs.validate imports every section's class
+    assert set(SECTIONS) == {c.section for c in subclasses(Params)}
+    params = resolve(ROOT, "smoke", [])
+    with pytest.raises(DtreproError, match="the section 'trian', which no stage reads"):
+        validate({**params, "trian": {"steps": 5}})
+
+
+def test_a_gpu_index_the_machine_lacks_is_refused(monkeypatch):
+    """cuda:7 on a machine of two GPUs was torch's traceback at the first tensor moved there."""
+    import torch
+
+    from dtrepro.device import pick_device
+    from dtrepro.errors import DtreproError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(DtreproError, match="'cuda:7', but this machine has 2 GPU"):
+        pick_device("cuda:7", "train.device")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs: a disk that fills while a stage writes its output."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_is_one_paragraph_naming_the_folder_and_leaves_nothing(small_disk, hopper_file, tmp_path):
+    """A file larger than the disk: the repair stage's and the source stage's outputs on it."""
+    proc = repair_stage(hopper_file, small_disk / "clean.hdf5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"The disk holding {small_disk} is full" in " ".join(proc.stderr.split()), proc.stderr
+    assert not any(small_disk.iterdir())
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params(data={"url": str(hopper_file), "check_sha256": False})))
+    outputs = ["--output", str(small_disk / "raw.hdf5"), "--policy", str(small_disk / "p.json")]
+    outputs += ["--metrics", str(small_disk / "m.json"), "--minari-dir", str(small_disk / "minari")]
+    cmd = [sys.executable, "stages/source.py", "--params", str(params_path), "--dataset", HOPPER, *outputs]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"The disk holding {small_disk} is full" in " ".join(proc.stderr.split()), proc.stderr
+    assert not any(small_disk.iterdir()), list(small_disk.iterdir())

@@ -83,6 +83,6 @@ def test_every_path_a_script_writes_comes_from_its_command():
 
 def test_matrix_items_are_checked_before_any_command_built_from_them_runs():
     """The study stage validates the lists; every other stage comes after it."""
-    assert STAGES["study"]["params"] == ["study", "data.url", "data.sha256"]
+    assert STAGES["study"]["params"] == [{"params.yaml": None}]  # all of it, so that a typo'd section is refused
     assert "reports/study.ok" in STAGES["source"]["deps"]
     assert all(re.search(r"\$\{item\.", STAGES[n]["cmd"]) for n in ("source", "repair", "train", "evaluate"))

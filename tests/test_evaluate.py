@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.envbatch import EnvBatch
@@ -223,3 +224,39 @@ def test_stage_refuses_a_checkpoint_for_another_env(tmp_path):
 
 def eval_params(**values) -> EvalParams:
     return EvalParams.from_params(params(eval=values), HOPPER)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (torch.zeros(3), "it holds a Tensor, where a checkpoint holds model, config"),
+        ([1, 2, 3], "it holds a list"),
+        ({"model": {}, "step": 1}, "it holds a dict without ['config', 'state_mean'"),
+        ("wrong sizes", "does not fit its own model config"),
+    ],
+    ids=["bare-tensor", "list", "no-config", "wrong-sizes"],
+)
+def test_the_stage_refuses_a_file_that_loads_but_is_not_a_checkpoint(tmp_path, content, message):
+    """Files torch loads with weights_only but of another structure were a KeyError or a size-mismatch traceback."""
+    folder = tmp_path / "ckpt"
+    for name in ("last", "best"):
+        write_checkpoint(folder / f"{name}.pt", toy_policy(5), step=10)
+    if content == "wrong sizes":
+        content = torch.load(folder / "last.pt", weights_only=True)
+        content["config"]["embed_dim"] *= 2  # the weights are the smaller network's
+    torch.save(content, folder / "last.pt")
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params(eval={"episodes": 1, "targets": [3600.0], "max_steps": 10})))
+    cmd = [sys.executable, "stages/evaluate.py", "--params", str(params_path), "--dataset", HOPPER]
+    cmd += [
+        "--checkpoints",
+        str(folder),
+        "--episodes-csv",
+        str(tmp_path / "e.csv"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+    ]
+    proc = run(cmd, ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert message in " ".join(proc.stderr.split())
+    assert not (tmp_path / "e.csv").exists() and not (tmp_path / "m.json").exists()

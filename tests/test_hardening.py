@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 
 import pytest
+import yaml
 
-from helpers import COLLECTED, run
+from dtrepro.commands import repo_env
+
+from helpers import COLLECTED, one_line, run
 
 pytestmark = pytest.mark.slow
 D = COLLECTED
@@ -40,3 +44,34 @@ def test_a_foreign_checkpoint_is_replaced_by_what_the_run_wrote(copy_done):
     assert own.read_bytes() == written
     assert json.loads((repo / f"reports/eval/{D}/k5-seed0.json").read_text())["context_len"] == 5
     assert "Data and pipelines are up to date." in run(["dvc", "status"], repo).stdout
+
+
+def test_params_rewritten_during_a_named_run_stop_it_and_every_stage_records_what_it_ran_with(copy_done):
+    """A plain `dvc exp run -S` started while a named run evaluates rewrites params.yaml before DVC's locks
+    refuse one of the two: the named run's later stages ran with its values, and dvc.lock recorded a mix."""
+    repo = copy_done
+    cmd = [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", "eval.episodes=5"]
+    env = repo_env(repo)
+    named = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    for line in named.stdout:
+        output.append(line)
+        if line.startswith("Running stage 'evaluate@"):
+            break
+    run(["dvc", "exp", "run", "-S", "eval.episodes=7"], repo)  # refused at some stage by DVC's lock, or not
+    assert yaml.safe_load((repo / "params.yaml").read_text())["eval"]["episodes"] == 7
+    output += named.stdout.readlines()
+    assert named.wait(timeout=600) != 0
+    text = one_line("".join(output))
+    assert "params.yaml changed while the named run 'smoke' was running: eval.episodes was 5 when it started" in text
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    status = run(["dvc", "status"], repo).stdout
+    for k, seed in ((5, 0), (5, 1), (1, 0), (1, 1)):
+        recorded = lock[f"evaluate@{D}-{k}-{seed}"]["params"]["params.yaml"]["eval.episodes"]
+        episodes = repo / f"reports/eval/{D}/k{k}-seed{seed}.csv"
+        if episodes.exists():  # 2 checkpoints x 2 targets x the episodes its dvc.lock entry says
+            assert len(episodes.read_text().splitlines()) - 1 == 2 * 2 * recorded, (k, seed, recorded)
+        else:  # removed by DVC before its stage stopped: shown as not done
+            assert f"evaluate@{D}-{k}-{seed}:" in status, status
+    names = run(["dvc", "exp", "list", "--all-commits", "--name-only"], repo).stdout.split()
+    assert "smoke" in names and "smoke-pending" not in names

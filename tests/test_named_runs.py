@@ -37,7 +37,7 @@ def test_assignments_are_read_as_yaml():
     assert parse_assignment("data.url=null") == {"data": {"url": None}}
     assert parse_assignment("train.lr=1e-4") == {"train": {"lr": 1e-4}}  # YAML 1.2, as DVC reads it: a number
     assert parse_assignment("study.seeds=[0, 1]") == {"study": {"seeds": [0, 1]}}
-    with pytest.raises(DtreproError, match="its value is not YAML"):
+    with pytest.raises(DtreproError, match="is not valid YAML"):
         parse_assignment("eval.targets=[3600")
     with pytest.raises(DtreproError, match="section.key=value"):
         parse_assignment("repair.dt")

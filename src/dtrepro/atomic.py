@@ -8,13 +8,14 @@ check never leaves a half-written output for DVC or a person to pick up.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Iterator
 
-from dtrepro.errors import DtreproError
+from dtrepro.errors import DtreproError, is_disk_full
 
 WHERE_TO = "Give an output path in a folder you may write to, or change the folder's permissions."
 
@@ -33,8 +34,13 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and is_disk_full(err) and not err.filename:  # name the output whose disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
         raise
 
 

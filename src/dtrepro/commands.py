@@ -8,13 +8,16 @@ first on PATH, so that `dvc` and the stages' `python` are this environment's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-from dtrepro.errors import DtreproError
+from dtrepro.errors import DtreproError, Terminated
 
 
 def repo_env(root: Path, env: dict | None = None) -> dict[str, str]:
@@ -26,20 +29,69 @@ def repo_env(root: Path, env: dict | None = None) -> dict[str, str]:
     return env
 
 
-def dvc(root: Path, *args: str, quiet: bool = False, tee: list | None = None) -> subprocess.CompletedProcess:
-    """Run dvc in `root`, its output shown (or captured, `quiet`; or shown and appended to `tee` too)."""
+def dvc(
+    root: Path, *args: str, quiet: bool = False, tee: list | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run dvc in `root`, its output shown (or captured, `quiet`; or shown and appended to `tee` too), with the
+    entries of `env` added to its environment. A Ctrl-C or SIGTERM here reaches dvc and the stage it runs, and
+    returns only once they have stopped (`forwarding_signals`)."""
+    full = {**repo_env(root), **(env or {})}
+    piped = quiet or tee is not None
     try:
-        if tee is None:
-            return subprocess.run(["dvc", *args], cwd=root, env=repo_env(root), capture_output=quiet, text=True)
-        with subprocess.Popen(
-            ["dvc", *args], cwd=root, env=repo_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as proc:
-            for line in proc.stdout:
-                print(line, end="", flush=True)
-                tee.append(line)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(tee), "")
+        proc = subprocess.Popen(
+            ["dvc", *args],
+            cwd=root,
+            env=full,
+            stdout=subprocess.PIPE if piped else None,
+            stderr=(subprocess.STDOUT if tee is not None else subprocess.PIPE) if piped else None,
+            text=True,
+            start_new_session=True,  # its own process group: the signals reach it through forwarding_signals only
+        )
     except FileNotFoundError:
         raise DtreproError("dvc is not installed in this environment: run `make install`.") from None
+    with forwarding_signals(proc):
+        if tee is None:
+            out, err = proc.communicate()
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            tee.append(line)
+        proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(tee), "")
+
+
+GRACE_S = 60  # how long an interrupted command may take to stop (a stage removing its temporaries) before SIGKILL
+
+
+@contextmanager
+def forwarding_signals(proc: subprocess.Popen):
+    """While the block runs, a SIGTERM is raised here as Ctrl-C is (`errors.Terminated`); either is passed on to
+    `proc`'s process group as SIGINT (DVC stops its stage as after a Ctrl-C) and waited for, then re-raised."""
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    except KeyboardInterrupt:
+        _stop_group(proc)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame):
+    raise Terminated("SIGTERM")
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGINT, GRACE_S), (signal.SIGKILL, GRACE_S)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        with contextlib.suppress(ProcessLookupError):  # dvc has gone; a stage of its group may linger
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
 
 
 def stages_ran(output: str) -> set[str]:

@@ -16,7 +16,13 @@ def pick_device(name: str, param: str = "train.device") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DtreproError(f"{param} is {name!r} but CUDA is not available here; use 'auto' or 'cpu'.")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DtreproError(
+            f"{param} is {name!r}, but this machine has {torch.cuda.device_count()} GPU(s), cuda:0 and on; use "
+            f"'auto', 'cuda' or an index below the count (CUDA_VISIBLE_DEVICES renumbers them from 0)."
+        )
+    return device
 
 
 AUTO = "auto"

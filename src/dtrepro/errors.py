@@ -7,6 +7,9 @@ paragraph (no traceback) and exits non-zero.
 
 from __future__ import annotations
 
+import errno
+import shutil
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -18,6 +21,67 @@ EXIT_INTERRUPTED = 130
 
 class DtreproError(Exception):
     """A problem with the input or the environment that the user can act on."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, as Ctrl-C's SIGINT is: every `finally` and cleanup runs."""
+
+
+def raise_on_sigterm() -> None:
+    """From now on a SIGTERM (Slurm's scancel, `kill`, a container stopping) stops this process as Ctrl-C does,
+    removing its temporaries, instead of killing it where it stands."""
+
+    def handler(signum, frame):
+        raise Terminated(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def quiet_interrupts() -> None:
+    """A Ctrl-C that reaches the top of a program (while a stage script is still importing torch, before
+    `run_stage` runs) ends it with one line instead of a traceback of the import machinery."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, KeyboardInterrupt):
+            print(
+                interrupted_line(f"{Path(sys.argv[0]).name} stopped while starting; nothing was written.", value),
+                file=sys.stderr,
+            )
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
+def _say(message: str) -> None:
+    message = " ".join(message.split())
+    print(
+        textwrap.fill(f"error: {message}", width=100, break_long_words=False, break_on_hyphens=False), file=sys.stderr
+    )
+
+
+def is_disk_full(err: OSError) -> bool:
+    """ENOSPC, as the OS gives it or as h5py and torch word it."""
+    return err.errno == errno.ENOSPC or "No space left on device" in str(err) or "errno = 28" in str(err)
+
+
+def disk_full_paragraph(err: OSError) -> str:
+    """What a stage says when its disk fills: the folder, the space there, what to do."""
+    folder = Path(err.filename).resolve().parent if getattr(err, "filename", None) else Path.cwd()
+    free = shutil.disk_usage(folder).free / 2**20 if folder.exists() else float("nan")
+    return (
+        f"The disk holding {folder} is full ({free:.0f} MiB free now): {Path(sys.argv[0]).name} stopped and wrote no "
+        f"output (its temporary files removed). Free space there (a D4RL file takes up to 1.5 GiB, a collected or "
+        f"repaired one about as much, a checkpoint a few MiB to 100 MiB), or point the output paths at a larger "
+        f"disk, then run again."
+    )
+
+
+def interrupted_line(what: str, err: KeyboardInterrupt) -> str:
+    """The line an interrupted stage or named run ends with: what stopped it and what was (not) written."""
+    cause = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C (SIGINT)"
+    return f"interrupted by {cause}: {what}"
 
 
 def check_own_package() -> None:
@@ -44,16 +108,27 @@ def _same(a: Path, b: Path) -> bool:
 
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
     """Run a stage's `main`, turning a `DtreproError` into one paragraph on stderr and exit 2."""
+    from dtrepro.params import check_run_values
+
+    raise_on_sigterm()
     try:
         check_own_package()
+        check_run_values()
         main(argv)
+        check_run_values()  # a stage that ran while its values changed is not recorded as done
     except DtreproError as err:
-        message = " ".join(str(err).split())
-        print(
-            textwrap.fill(f"error: {message}", width=100, break_long_words=False, break_on_hyphens=False),
-            file=sys.stderr,
-        )
+        _say(str(err))
         sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("interrupted: no output was written", file=sys.stderr)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _say(disk_full_paragraph(err))
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt as err:
+        what = (
+            f"{Path(sys.argv[0]).name} stopped before it finished; the outputs it had not finished were not written "
+            f"(their temporary files removed) and DVC records the stage as not done. The next `dvc repro` or named "
+            f"run runs it again; a train stage resumes from its last resume state."
+        )
+        print(interrupted_line(what, err), file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

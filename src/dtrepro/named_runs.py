@@ -28,15 +28,13 @@ import json
 import os
 import re
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-from ruamel.yaml import YAML, YAMLError
-
 from dtrepro.commands import dvc
-from dtrepro.errors import DtreproError
-from dtrepro.params import PARAMS_FILE, flatten, load_yaml, merge
+from dtrepro.errors import EXIT_INTERRUPTED, DtreproError, interrupted_line
+from dtrepro.params import PARAMS_FILE, RUN_VALUES, check_run_values, flatten, load_yaml, merge, read_yaml, run_values
 
 PROFILES_DIR = "profiles"
 DEFAULT = "default"
@@ -58,10 +56,7 @@ def parse_assignment(text: str) -> dict:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise DtreproError(f"Override {text!r} is not of the form section.key=value.")
-    try:
-        value = YAML(typ="safe", pure=True).load(raw) if raw else None
-    except YAMLError as err:
-        raise DtreproError(f"Override {text!r}: its value is not YAML ({' '.join(str(err).split())}).") from None
+    value = read_yaml(raw, f"The value of override {text!r}") if raw else None
     for part in reversed(key.split(".")):
         value = {part: value}
     return value
@@ -75,7 +70,7 @@ def committed_params(root: Path) -> dict:
             f"{root} has no committed {PARAMS_FILE} ({shown.stderr.strip()}). Named runs are DVC experiments, "
             f"which need a git repository with a commit: run `git init && git add -A && git commit -m init`."
         )
-    return yaml.safe_load(shown.stdout) or {}
+    return read_yaml(shown.stdout, f"HEAD's {PARAMS_FILE}") or {}
 
 
 def resolve(root: Path, name: str, assignments: list[str], _seen: tuple[str, ...] = ()) -> dict:
@@ -176,11 +171,11 @@ def validate(params: dict) -> None:
     from dtrepro.data.repair import RepairParams
     from dtrepro.evaluation.eval_params import EvalParams
     from dtrepro.registry.datasets import lookup
-    from dtrepro.study import StudyParams, check_overrides
+    from dtrepro.study import StudyParams, check_params
     from dtrepro.training.loop import TrainParams
 
     study = StudyParams.from_params(params)
-    check_overrides(study, params)
+    check_params(study, params)
     for name in study.datasets:
         sources = (DownloadParams, CollectParams) if lookup(name).source == "collect" else (DownloadParams,)
         for section in (*sources, RepairParams, TrainParams, EvalParams):
@@ -211,8 +206,24 @@ def run(
         dvc(root, "exp", "remove", pending, quiet=True)
         args = ["exp", "run", "-n", pending, *dvc_args, *(x for s in sets for x in ("-S", s)), *targets]
         print("named run:", " ".join(["dvc", *args]), flush=True)
-        code = dvc(root, *args, tee=capture).returncode
+        values = run_values(name, wanted)
+        try:
+            code = dvc(root, *args, tee=capture, env={RUN_VALUES: json.dumps(values)}).returncode
+        except KeyboardInterrupt as err:
+            what = (
+                f"named run '{name}' stopped, and DVC with it once its running stage had stopped: that stage is not "
+                f"recorded as done and left no temporary file; the stages finished before it are in dvc.lock and "
+                f"the run-cache, and the earlier experiment '{name}', if any, is kept. `dtrepro run {name}` again "
+                f"finishes the run, reusing what was finished."
+            )
+            print(interrupted_line(what, err), file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
         if code == 0:
+            try:  # the values DVC recorded are the ones this run started with
+                check_run_values(root / PARAMS_FILE, values)
+            except DtreproError:
+                dvc(root, "exp", "remove", pending, quiet=True)
+                raise
             dvc(root, "exp", "remove", name, quiet=True)  # a run of the same name replaces the old one, now
             renamed = dvc(root, "exp", "rename", pending, name, quiet=True)
             if renamed.returncode:

@@ -10,31 +10,82 @@ an error, never a silent preset.
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from ruamel.yaml import YAML, YAMLError
 
 from dtrepro.errors import DtreproError
-from dtrepro.registry.datasets import ENV_VERSIONS, FACTS, lookup
+from dtrepro.registry.datasets import ENV_IDS, ENV_VERSIONS, FACTS, lookup
 
 PARAMS_FILE = "params.yaml"
+Seed = Annotated[int, Field(ge=0, lt=2**31)]  # a seed every library takes (gymnasium's resets, numpy, torch)
+
+
+def _known_env(value: str | None) -> str | None:
+    if value is not None and value not in ENV_IDS:
+        raise ValueError(f"an env id must be one of {', '.join(ENV_IDS)}, or null for the dataset's")
+    return value
+
+
+def _device_name(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
+        raise ValueError("a device must be auto, cpu, cuda or cuda:N")
+    return value
+
+
+EnvId = Annotated[str | None, AfterValidator(_known_env)]  # null: the dataset's env
+DeviceName = Annotated[str, AfterValidator(_device_name)]
+RUN_VALUES = "DTREPRO_RUN_VALUES"  # set by a named run for its stages: its name and the values it started with
+
+
+def read_yaml(text: str, where: str):
+    """YAML text read as DVC reads params.yaml (YAML 1.2: `1e-05` is a number, `no` a string)."""
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as err:
+        raise DtreproError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from None
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DtreproError(f"{path} does not exist. Run from the repository root, or pass --params PATH.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise DtreproError(f"{path} is not valid YAML: {err}") from None
+    data = read_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise DtreproError(f"{path} must hold a mapping of sections, not {type(data).__name__}.")
     return data
+
+
+def check_run_values(path: str | os.PathLike = PARAMS_FILE, run: dict | None = None) -> None:
+    """Refuse a params file whose values are no longer those named run `run` started with (by default the run in
+    `RUN_VALUES`, set for its stages): another `dvc exp run` or an editor rewrote it mid-run, and the stages would mix
+    two sets of values."""
+    given = os.environ.get(RUN_VALUES)
+    run = run or (json.loads(given) if given else None)
+    if not run:
+        return
+    started, now = run["values"], flatten(load_yaml(path))
+    changed = sorted(k for k, v in started.items() if now.get(k, "(absent)") != v)
+    if changed:
+        key = changed[0]
+        raise DtreproError(
+            f"{path} changed while the named run '{run['name']}' was running: {key} was {started[key]!r} when it "
+            f"started and is {now.get(key, '(absent)')!r} now ({len(changed)} value(s) differ; another `dvc exp run` "
+            f"or an editor wrote the file). The run stopped and DVC records no stage that saw the new values as "
+            f"done, so no result mixes the two sets. When the other command has finished, run `dtrepro run "
+            f"{run['name']}` again: what was finished is reused."
+        )
+
+
+def run_values(name: str, params: dict) -> dict:
+    """What named run `name` checks params.yaml against: its name and the values it started with."""
+    return {"name": name, "values": flatten(params)}
 
 
 def _describe(error: dict, where: str) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from dtrepro.errors import DtreproError
-from dtrepro.params import Params, add_dataset_argument
+from dtrepro.params import Params, Seed, add_dataset_argument
 from dtrepro.registry.datasets import lookup
 
 
@@ -34,7 +34,7 @@ class StudyParams(Params):
     section = "study"
     datasets: Annotated[list[str], Field(min_length=1)]
     context_lens: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    seeds: Annotated[list[Seed], Field(min_length=1)]
 
     @model_validator(mode="after")
     def _no_repeats(self):
@@ -54,15 +54,26 @@ class StudyParams(Params):
         return [Run(k, s) for k in self.context_lens for s in self.seeds]
 
 
-def check_overrides(study: StudyParams, params: Mapping) -> None:
-    """data.url and data.sha256 stand for one file: refuse them with more than one D4RL dataset to download."""
+SECTIONS = ("data", "collect", "repair", "study", "model", "train", "eval")  # params.yaml's, one per Params class
+
+
+def check_params(study: StudyParams, params: Mapping) -> None:
+    """What no one section can check: every section is one the stages read (a typo such as `trian:` would
+    be ignored), and data.url and data.sha256, which stand for one D4RL file, have one D4RL dataset to apply to."""
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise DtreproError(
+            f"params.yaml has the section '{unknown[0]}', which no stage reads (a typo?); its values would be ignored. "
+            f"The sections are: {', '.join(SECTIONS)}."
+        )
     downloads = [name for name in study.datasets if lookup(name).source == "download"]
     for key in ("url", "sha256"):
-        if (params.get("data") or {}).get(key) and len(downloads) > 1:
+        if (params.get("data") or {}).get(key) and len(downloads) != 1:
             raise DtreproError(
                 f"data.{key} is set, but study.datasets downloads {len(downloads)} D4RL datasets "
-                f"({', '.join(downloads)}) and data.{key} stands for one file. Study one of them with "
-                f"data.{key}, or set data.{key}: null and give their folder in data.mirrors."
+                f"({', '.join(downloads) or 'none: data.url applies to D4RL names only'}) and data.{key} stands "
+                f"for one file. Study one D4RL dataset with data.{key}, or set data.{key}: null (and give the folder "
+                f"of several in data.mirrors)."
             )
 
 

@@ -41,7 +41,7 @@ from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.errors import DtreproError
-from dtrepro.params import Params
+from dtrepro.params import EnvId, Params, Seed
 from dtrepro.progress import progress
 from dtrepro.registry.datasets import COLLECTED, lookup
 from dtrepro.registry.scores import normalized_score, return_for_score
@@ -54,8 +54,8 @@ class CollectParams(Params):
 
     section = "collect"
     dataset: str  # the name in study.datasets, collected-<env>-<kind> (not in the section: the stage's --dataset)
-    env_id: str | None  # null: the dataset's env
-    seed: Annotated[int, Field(ge=0)]
+    env_id: EnvId  # null: the dataset's env
+    seed: Seed
     steps: Annotated[int, Field(ge=1)]
     layout: Literal["v2", "v0"]
     band_low: Annotated[float, Field(ge=0)]

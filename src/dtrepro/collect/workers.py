@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator
 
 from dtrepro.cpus import usable_cpus
@@ -28,6 +27,7 @@ def worker_map(workers: int | None = None) -> Iterator[Callable]:
     if workers == 1:
         yield map
         return
-    # forkserver: the workers do not inherit the parent's threads (tqdm's monitor, BLAS pools)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        yield pool.map
+    # forkserver: the workers do not inherit the parent's threads (tqdm's monitor, BLAS pools). Leaving the
+    # block, also on an error, Ctrl-C or SIGTERM, terminates the workers: none is left running.
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+        yield pool.imap

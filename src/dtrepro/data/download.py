@@ -11,6 +11,8 @@ onto `<output>`, with the hash it had written to `<output>.sha256`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import check_d4rl_file, require_regular_file
-from dtrepro.errors import DtreproError
+from dtrepro.errors import DtreproError, is_disk_full
 from dtrepro.params import Params
 from dtrepro.progress import progress
 from dtrepro.registry.datasets import ENV_VERSIONS, DatasetFile, dataset_file
@@ -99,9 +101,26 @@ def _local_path(url: str) -> Path:
     return Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else url)
 
 
+@contextlib.contextmanager
+def _filling(part: Path):
+    """Writing `part`: on a full disk it is removed (it cannot grow there) and the error names it."""
+    try:
+        yield
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _discard(part)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(part)) from None
+
+
 def _copy_local(url: str, part: Path) -> None:
     source = require_regular_file(_local_path(url), "data.url points to")
-    with open(source, "rb") as src, open(part, "wb") as dst, _bar(source.name, source.stat().st_size, 0) as bar:
+    with (
+        _filling(part),
+        open(source, "rb") as src,
+        open(part, "wb") as dst,
+        _bar(source.name, source.stat().st_size, 0) as bar,
+    ):
         for chunk in iter(lambda: src.read(CHUNK), b""):
             dst.write(chunk)
             bar.update(len(chunk))
@@ -193,7 +212,11 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float, de
                 offset = 0  # the server ignored the Range header and sent the whole file: start over
             length = resp.headers.get("Content-Length")
             total = offset + int(length) if length is not None else None
-            with open(part, "ab" if resumed else "wb") as out, _bar(part.name[: -len(".part")], total, offset) as bar:
+            with (
+                _filling(part),
+                open(part, "ab" if resumed else "wb") as out,
+                _bar(part.name[:-5], total, offset) as bar,
+            ):
                 while chunk := resp.raw.read1(CHUNK, decode_content=True):  # returns what has arrived
                     out.write(chunk)
                     bar.update(len(chunk))

@@ -53,6 +53,7 @@ FAMILIES = {
     ),
 }
 ENV_VERSIONS = ("v4", "v5")
+ENV_IDS = tuple(f"{f.gym_name}-{v}" for f in FAMILIES.values() for v in ENV_VERSIONS)  # the envs a run may name
 
 
 def family(name: str) -> EnvFamily:

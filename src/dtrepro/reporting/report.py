@@ -42,7 +42,8 @@ class ReportPaths:
     plots_dir: Path
 
 
-def read_episodes(run: Run, folder: Path) -> list[dict]:
+def read_episodes(run: Run, folder: Path, params: EvalParams) -> list[dict]:
+    """One run's episode rows, checked to be an evaluation made with `params`."""
     path = folder / f"{run.name}.csv"
     if not path.exists():
         raise DtreproError(
@@ -51,9 +52,27 @@ def read_episodes(run: Run, folder: Path) -> list[dict]:
     with open(path) as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        r.update(step=int(r["step"]), target=float(r["target"]), length=int(r["length"]))
+        r.update(step=int(r["step"]), target=float(r["target"]), length=int(r["length"]), seed=int(r["seed"]))
         r.update({k: float(r[k]) for k in ("return", "normalized_score")})
+    check_evaluation(rows, params, path)
     return rows
+
+
+def check_evaluation(rows: list[dict], params: EvalParams, path: Path) -> None:
+    """Refuse an evaluation whose checkpoints, targets or episode seeds are not those of `params`: a report must
+    not average evaluations made with different eval params."""
+    wanted = {(c, t): params.episode_seeds for c in CHECKPOINTS for t in params.targets}
+    found: dict[tuple, list[int]] = {}
+    for r in rows:
+        found.setdefault((r["checkpoint"], r["target"]), []).append(r["seed"])
+    if found != wanted:
+        made = {(c, t): len(seeds) for (c, t), seeds in sorted(found.items())}
+        raise DtreproError(
+            f"{path} is not an evaluation with the eval params of params.yaml ({len(CHECKPOINTS)} checkpoints at "
+            f"targets {[f'{t:g}' for t in params.targets]}, {params.episodes} episodes each with episode seeds "
+            f"{params.seed}–{params.seed + params.episodes - 1}); it holds {made} (checkpoint, target): episodes. It "
+            f"was made with other params or changed by hand. Run `dvc repro` so that its evaluate stage runs again."
+        )
 
 
 def episodes_at(rows: list[dict], checkpoint: str, target: float) -> list[dict]:
@@ -76,11 +95,6 @@ def aggregate(study: StudyParams, params: EvalParams, episodes: dict[Run, list[d
         for ckpt in CHECKPOINTS:
             for target in params.targets:
                 per_seed = [episodes_at(episodes[Run(k, s)], ckpt, target) for s in study.seeds]
-                if any(not rows for rows in per_seed):
-                    raise DtreproError(
-                        f"The evaluations of K={k} lack {ckpt}.pt at target {target:g}: they were made with "
-                        f"other eval params. Run `dvc repro` so that the evaluate stages run again."
-                    )
                 scores = [np.array([r["normalized_score"] for r in rows]) for rows in per_seed]
                 returns = [np.array([r["return"] for r in rows]) for rows in per_seed]
                 seed_scores = np.array([s.mean() for s in scores])
@@ -257,7 +271,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, name: str) -> dict:
     """One dataset's tables: its aggregate rows, per-seed rows, data statistics, and its PNGs written."""
-    episodes = {run: read_episodes(run, paths.evals / name) for run in study.runs}
+    episodes = {run: read_episodes(run, paths.evals / name, params) for run in study.runs}
     table = aggregate(study, params, episodes)
     t0 = params.targets[0]
     per_seed = []

@@ -112,7 +112,7 @@ def run_scores(study: StudyParams, params_of: dict[str, EvalParams], evals: Path
     k0, found = study.context_lens[0], {}
     for name in study.datasets:
         t0 = params_of[name].targets[0]
-        episodes = {s: read_episodes(Run(k0, s), evals / name) for s in study.seeds}
+        episodes = {s: read_episodes(Run(k0, s), evals / name, params_of[name]) for s in study.seeds}
         found[name] = {
             c: [np.array([r["normalized_score"] for r in episodes_at(episodes[s], c, t0)]) for s in study.seeds]
             for c in CHECKPOINTS

@@ -36,7 +36,7 @@ from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import read_d4rl, require_regular_file
 from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.errors import DtreproError
-from dtrepro.params import PARAMS_FILE, Params
+from dtrepro.params import PARAMS_FILE, DeviceName, EnvId, Params
 from dtrepro.progress import progress
 from dtrepro.registry.scores import normalized_score, reference_scores
 from dtrepro.study import Run
@@ -67,13 +67,13 @@ class TrainParams(Params):
     return_scale: Annotated[float, Field(gt=0)]
     amp: bool | Literal["auto"]  # auto: bf16 autocast on GPUs and CPUs with native bf16, else float32
     compile: bool
-    device: str
+    device: DeviceName
     log_every: Annotated[int, Field(ge=1)]
     checkpoint_every: Annotated[int, Field(ge=1)]
     eval_every: Annotated[int, Field(ge=1)]
     eval_episodes: Annotated[int, Field(ge=1)]
     eval_target: float | None  # null: the DT paper's high target for the dataset's env
-    env_id: str | None  # null: data.dataset's env
+    env_id: EnvId  # null: data.dataset's env
 
     @classmethod
     def from_params(cls, params=PARAMS_FILE, dataset=None, **context) -> "TrainParams":

@@ -1,0 +1,48 @@
+"""The report reads only evaluations made with its params: episode counts, episode seeds and targets checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dtrepro.agent.checkpoint import CHECKPOINTS
+from dtrepro.errors import DtreproError
+from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.reporting.report import check_evaluation
+
+from helpers import COLLECTED, params
+
+EVAL = EvalParams.from_params(params(eval={"episodes": 3, "seed": 1000, "targets": [3600, 400]}), COLLECTED)
+
+
+def rows(episodes=3, seed=1000, targets=(3600.0, 400.0)) -> list[dict]:
+    """An evaluation's rows as the evaluate stage writes them (read back as the report reads them)."""
+    return [
+        {"checkpoint": c, "target": t, "seed": seed + i, "step": 20, "return": 1.0, "normalized_score": 1.0}
+        for c in CHECKPOINTS
+        for t in targets
+        for i in range(episodes)
+    ]
+
+
+def test_an_evaluation_made_with_the_params_is_read():
+    check_evaluation(rows(), EVAL, Path("k5-seed0.csv"))
+
+
+@pytest.mark.parametrize(
+    "made",
+    [
+        rows(episodes=7),  # another eval.episodes: a report of "3 episodes" averaging 7
+        rows(seed=2000),  # other episode seeds
+        rows(targets=(3600.0, 1800.0)),  # another target
+        rows(targets=(3600.0, 400.0, 1800.0)),  # one target more
+        rows()[:-1],  # an episode missing
+        rows() + rows()[:1],  # an episode twice
+    ],
+    ids=["episodes", "seeds", "target", "extra-target", "missing-episode", "repeated-episode"],
+)
+def test_an_evaluation_made_with_other_eval_params_is_refused(made):
+    """Before, the report averaged whatever rows it found at its targets, under its params' episode count."""
+    with pytest.raises(DtreproError, match=r"k5-seed0.csv is not an evaluation with the eval params of params.yaml"):
+        check_evaluation(made, EVAL, Path("k5-seed0.csv"))
