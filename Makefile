@@ -54,11 +54,11 @@ repro: install
 # The study of params.yaml (study.*, eval.targets): every train@D-K-S and evaluate@D-K-S stage, then the report.
 ablations: install
 	$(EXP_RUN) report
-	@echo "ablations: tables results/ablations.md, metrics results/ablations.json, plots results/plots/*.png"
+	@echo "ablations: tables results/ablations.md, every number results/ablations.json, metrics results/metrics.json, plots results/plots/*.png"
 
 demo: install
 	$(BIN)/dtrepro run demo
-	@echo "demo: tables results/ablations.md, plots results/plots/*/*.png, metrics results/ablations.json and reports/ (dvc metrics show); checkpoints models/<dataset>/k<K>-seed<S>/"
+	@echo "demo: tables results/ablations.md, plots results/plots/*/*.png, metrics results/metrics.json (dvc metrics show; every number in results/ablations.json); checkpoints models/<dataset>/k<K>-seed<S>/"
 
 # The DT paper's table (profiles/suite.yaml) as the DVC experiment suite; suite-smoke: the same offline, small.
 suite: install

@@ -14,6 +14,7 @@ Writes --output (D4RL layout) and <output>.sha256, --policy (the behaviour polic
 
 import argparse
 
+from dtrepro.atomic import outputs_together
 from dtrepro.collect.collector import CollectParams, collect_to_files
 from dtrepro.data.download import DownloadParams, download_to_files
 from dtrepro.data.minari_import import export_file, minari_id, minari_to_files
@@ -31,6 +32,12 @@ def main(argv=None):
     parser.add_argument("--metrics", required=True, help="e.g. reports/source/hopper-medium-v2.json")
     parser.add_argument("--minari-dir", required=True, help="the Minari export, e.g. data/hopper-medium-v2/minari")
     args = parser.parse_args(argv)
+    with outputs_together(args.output, f"{args.output}.sha256", args.policy, args.metrics, args.minari_dir):
+        make(args)
+
+
+def make(args) -> None:
+    """The dataset of `args.dataset`, got as its source says, with its Minari export."""
     source = lookup(args.dataset).source
     data = DownloadParams.from_params(args.params, args.dataset)
     if source == "download":

@@ -3,7 +3,8 @@
 Reads  --evals/<D>/k<K>-seed<S>.csv at the headline K (study.context_lens[0]) for every D of
        study.datasets and S of study.seeds; params.yaml study.*, eval.*, data.env_version
 Writes --markdown (per dataset: DT paper, CORL last and best, ours last.pt and best.pt with CIs; the mean
-       and IQM over datasets with stratified bootstrap CIs; the performance profile), --metrics (flat),
+       and IQM over datasets with stratified bootstrap CIs; the performance profile), --metrics (flat, every
+       number), --summary (DVC's metrics: the mean and IQM of last.pt and best.pt over datasets),
        --scores-csv and --profile-csv (dvc plots data), --plots-dir/scores.png, performance_profile.png
 """
 

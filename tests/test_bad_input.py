@@ -267,27 +267,52 @@ def test_a_gpu_index_the_machine_lacks_is_refused(monkeypatch):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 64 KiB tmpfs: a disk that fills while a stage writes its output."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    """Mounts a tmpfs of a given size: a disk that fills while a stage writes its output."""
+    mounted = []
+
+    def mount(size: int) -> Path:
+        folder = tmp_path / f"small{len(mounted)}"
+        folder.mkdir()
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+        if subprocess.run(cmd, capture_output=True).returncode:
+            pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def source_stage(params_path: Path, folder: Path) -> subprocess.CompletedProcess:
+    outputs = ["--output", str(folder / "raw.hdf5"), "--policy", str(folder / "p.json")]
+    outputs += ["--metrics", str(folder / "m.json"), "--minari-dir", str(folder / "minari")]
+    cmd = [sys.executable, "stages/source.py", "--params", str(params_path), "--dataset", HOPPER, *outputs]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
 
 
 def test_a_full_disk_is_one_paragraph_naming_the_folder_and_leaves_nothing(small_disk, hopper_file, tmp_path):
-    """A file larger than the disk: the repair stage's and the source stage's outputs on it."""
-    proc = repair_stage(hopper_file, small_disk / "clean.hdf5")
+    """A file larger than the disk: the repair stage's and the source stage's outputs on it (a traceback before)."""
+    small = small_disk(64 * 1024)
+    proc = repair_stage(hopper_file, small / "clean.hdf5")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"The disk holding {small_disk} is full" in " ".join(proc.stderr.split()), proc.stderr
-    assert not any(small_disk.iterdir())
+    assert f"The disk holding {small} is full" in " ".join(proc.stderr.split()), proc.stderr
+    assert not any(small.iterdir())
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params(data={"url": str(hopper_file), "check_sha256": False})))
-    outputs = ["--output", str(small_disk / "raw.hdf5"), "--policy", str(small_disk / "p.json")]
-    outputs += ["--metrics", str(small_disk / "m.json"), "--minari-dir", str(small_disk / "minari")]
-    cmd = [sys.executable, "stages/source.py", "--params", str(params_path), "--dataset", HOPPER, *outputs]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = source_stage(params_path, small)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"The disk holding {small_disk} is full" in " ".join(proc.stderr.split()), proc.stderr
-    assert not any(small_disk.iterdir()), list(small_disk.iterdir())
+    assert f"The disk holding {small} is full" in " ".join(proc.stderr.split()), proc.stderr
+    assert not any(small.iterdir()), list(small.iterdir())
+
+
+def test_a_disk_too_small_for_the_minari_export_keeps_none_of_the_source_outputs(small_disk, hopper_file, tmp_path):
+    """The raw file fits, its Minari export does not: the export died in HDF5 (SIGSEGV, exit 139) and left the
+    other outputs written."""
+    small = small_disk(int(hopper_file.stat().st_size * 1.5) + 256 * 1024)
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params(data={"url": str(hopper_file), "check_sha256": False})))
+    proc = source_stage(params_path, small)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"The Minari export of {HOPPER} needs about" in " ".join(proc.stderr.split()), proc.stderr
+    assert not any(small.iterdir()), list(small.iterdir())  # the outputs together or not at all

@@ -108,16 +108,28 @@ def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(copy_do
     """A researcher's loop after a named run, committed: change an eval param with DVC, diff the metrics."""
     repo = copy_done
     changed = dvc(repo, "exp", "run", "-S", "eval.seed=2000")
-    assert stages_ran(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"report", "suite", "page"}
+    # the study stage checks all of params.yaml; its stamp comes out the same, so it alone reruns nothing
+    assert stages_ran(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"study", "report", "suite", "page"}
     assert stages_ran(dvc(repo, "exp", "run", "-S", "eval.seed=2000").stdout) == set()
     assert up_to_date(repo)
 
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
-    score = diff[f"reports/eval/{D}/k5-seed0.json"]["last.target_3600.return_mean"]
-    assert score["old"] != score["new"] and score["diff"] == pytest.approx(score["new"] - score["old"])
-    assert f"{D}.k5.last.target_3600.normalized_score_mean" in diff["results/ablations.json"]
-    assert diff[f"reports/eval/{D}/k5-seed0.json"]["seed"] == {"old": 1000, "new": 2000, "diff": 1000}
-    assert "last.target_3600.normalized_score_mean" in dvc(repo, "metrics", "diff").stdout
+    assert set(diff) == {"results/metrics.json"}  # the numbers runs are compared by; the rest are outputs
+    score = diff["results/metrics.json"]["mean.last"]
+    assert score["old"] != score["new"] and score["diff"] == pytest.approx(score["new"] - score["old"], abs=0.011)
+    suite = json.loads((repo / "results/suite.json").read_text())
+    assert score["new"] == round(suite["aggregate.last.mean"], 2)
+    shown = json.loads(dvc(repo, "metrics", "show", "--json", "results/ablations.json").stdout)  # every number
+    assert f"{D}.k5.last.target_3600.normalized_score_mean" in json.dumps(shown)
+    wide = {"COLUMNS": "1000"}  # DVC's tables at their own width, not cut to a terminal's
+    for cmd in (
+        ["dvc", "metrics", "show"],
+        ["dvc", "metrics", "diff"],
+        [sys.executable, "-m", "dtrepro.cli", "compare"],
+    ):
+        table = run(cmd, repo, env=wide).stdout
+        assert "mean.last" in table and max(map(len, table.splitlines())) <= 120, (cmd, table)
+    assert "eval.seed" in table and "1000" in table and "2000" in table  # compare: the param that changed
 
 
 def checkpoints(repo) -> dict[str, bytes]:
@@ -226,9 +238,9 @@ def test_download_source_runs_download_and_repair_and_caches(repo_copy, hopper_f
 
     assert stages_ran(named(repo_copy, "smoke", *sets).stdout) == set()  # nothing changed, nothing runs
     changed = dvc(repo_copy, "exp", "run", "-S", "repair.max_episode_steps=500", f"repair@{h}").stdout
-    assert stages_ran(changed) == {f"repair@{h}"}
+    assert stages_ran(changed) == {"study", f"repair@{h}"}
     assert json.loads((repo_copy / "reports" / "repair" / f"{h}.json").read_text())["boundaries_time_limit"] > 0
-    assert "boundaries_time_limit" in dvc(repo_copy, "metrics", "show", "--json").stdout
+    assert "boundaries_time_limit" in dvc(repo_copy, "metrics", "show", "--json", f"reports/repair/{h}.json").stdout
 
 
 def test_every_dep_exists_or_is_made_by_a_stage():

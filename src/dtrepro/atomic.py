@@ -60,6 +60,34 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             raise
 
 
+@contextlib.contextmanager
+def outputs_together(*paths: str | os.PathLike) -> Iterator[None]:
+    """A stage's outputs written one after another appear together or not at all: when the block fails, those of
+    `paths` it had written already are removed again (DVC records the stage as not done either way)."""
+    try:
+        yield
+    except BaseException:
+        for path in map(Path, paths):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
+def require_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse, before writing, `what` (about `needed` bytes) in `folder` when its disk has less free."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise DtreproError(
+            f"{what} needs about {needed / 2**20:,.0f} MiB in {folder}, but its disk has {free / 2**20:,.0f} MiB "
+            f"free. Free space there, or point the output paths at a larger disk, then run again; nothing of this "
+            f"stage's outputs was kept."
+        )
+
+
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """Write `data` as indented JSON, atomically, with a trailing newline."""
     with atomic_output(path) as tmp:

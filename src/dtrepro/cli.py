@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     _named(go)
     go.add_argument("targets", nargs="*", help="stages to run (default: the whole pipeline), e.g. report")
     go.add_argument("--pull", action="store_true", help="fetch from the DVC remote what the run-cache restores")
+    compare = sub.add_parser("compare", help="every experiment's changed params and metrics, on one screen")
+    compare.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more options of `dvc exp show`")
     for verb, text in (("push", "to"), ("pull", "from")):
         remote = sub.add_parser(verb, help=f"data, models and the run-cache {text} the DVC remote")
         remote.add_argument("-r", "--remote", help="a DVC remote's name (default: the default remote)")
@@ -80,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
             print(yaml.safe_dump(named_runs.resolve(root, args.name, args.assignments), sort_keys=False), end="")
         elif code := named_runs.run(root, args.name, args.assignments, args.targets, ["--pull"] * args.pull):
             sys.exit(code)
+    elif args.verb == "compare":
+        from dtrepro.commands import COMPARE, dvc
+
+        sys.exit(dvc(root, *COMPARE, *args.dvc_args).returncode)
     elif args.verb in ("push", "pull"):
         from dtrepro import remote
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from dtrepro.atomic import atomic_folder, atomic_output, write_json
+from dtrepro.atomic import atomic_folder, atomic_output, require_space, write_json
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
@@ -275,6 +275,8 @@ def export_file(path: str | os.PathLike, name: str, env: str, folder: str | os.P
         "data_format": "hdf5",
     }
     folder = Path(folder)
+    # Minari's writer dies (SIGSEGV in HDF5) on a full disk: check first. Its files take about the flat file's size
+    require_space(folder.parent, 2 * Path(path).stat().st_size + 2**20, f"The Minari export of {name}")
     with atomic_folder(folder) as tmp:
         export(data, minari_id(name), tmp, **info)
     return folder / minari_id(name)

@@ -100,7 +100,8 @@ class SuitePaths:
 
     evals: Path
     markdown: Path
-    metrics: Path
+    metrics: Path  # every number of the table, flat
+    summary: Path  # the few numbers runs are compared by: DVC's metrics
     scores_csv: Path
     profile_csv: Path
     plots_dir: Path
@@ -220,6 +221,13 @@ def flat_metrics(tables: dict) -> dict:
     return metrics
 
 
+def summary(tables: dict) -> dict:
+    """The numbers runs are compared by, few enough for `dvc exp show` on one screen: the mean and the IQM over
+    the study's datasets (and seeds) of the last and best checkpoints' scores at each dataset's headline K and
+    target, in D4RL-normalised points to two decimals."""
+    return {name: {c: round(float(tables["aggregate"][c][name]), 2) for c in CHECKPOINTS} for name in ("mean", "iqm")}
+
+
 def write_suite(study: StudyParams, params_of: dict[str, EvalParams], paths: SuitePaths) -> dict:
     """Write the suite's table, metrics, plot data and PNGs; return the metrics."""
     tables = suite_tables(study, params_of, paths.evals)
@@ -245,4 +253,5 @@ def write_suite(study: StudyParams, params_of: dict[str, EvalParams], paths: Sui
         tmp.write_text(markdown(study, tables, first.episodes))
     metrics = flat_metrics(tables)
     write_json(paths.metrics, metrics)
+    write_json(paths.summary, summary(tables))
     return metrics
