@@ -45,8 +45,11 @@ def test_normalized_score_against_hand_worked_values():
     assert normalized_score(-20.272305, "Hopper-v4") == pytest.approx(0.0, abs=1e-12)
     assert normalized_score(3234.3, "Hopper-v5") == pytest.approx(100.0)
     assert normalized_score(1607.0138475, "hopper-medium-v2") == pytest.approx(50.0)
-    assert normalized_score(1000.0) == pytest.approx(31.3489, abs=1e-4)  # 1020.272305 / 3254.572305
-    assert return_for_score(50.0) == pytest.approx(1607.0138475)
+    assert normalized_score(1000.0, "Hopper-v4") == pytest.approx(31.3489, abs=1e-4)  # 1020.272305 / 3254.572305
+    assert return_for_score(50.0, "Hopper-v4") == pytest.approx(1607.0138475)
+    assert normalized_score(1000.0, "HalfCheetah-v4") == pytest.approx(100 * 1280.178953 / 12415.178953)
+    with pytest.raises(TypeError):  # an env forgotten is an error, never Hopper's constants
+        normalized_score(1000.0)
     with pytest.raises(DtreproError, match="'Ant-v4' names no env the pipeline knows"):
         normalized_score(1.0, "Ant-v4")
 
@@ -190,9 +193,17 @@ def test_metrics_schema_is_stable_and_matches_the_episode_rows(checkpoints, tmp_
 
 
 def test_hopper_v5_by_param(checkpoints, tmp_path):
-    chosen = eval_params(env_id="Hopper-v5", episodes=2, targets=[3600.0], max_steps=50, bootstrap_resamples=100)
-    metrics = evaluate_checkpoints(checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
-    assert metrics["env_id"] == "Hopper-v5" and metrics["last.target_3600.episodes"] == 2
+    """The episodes are v5's: v5 gives no alive bonus on the falling step, so each episode that falls returns one
+    point less than v4's of the same seed (an env_id param that was only echoed would give v4's returns)."""
+    returns = {}
+    for env in ("Hopper-v4", "Hopper-v5"):
+        chosen = eval_params(env_id=env, episodes=2, targets=[3600.0], max_steps=200, bootstrap_resamples=100)
+        metrics = evaluate_checkpoints(checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
+        assert metrics["env_id"] == env and metrics["last.target_3600.episodes"] == 2
+        with open(tmp_path / "e.csv") as f:
+            returns[env] = [(float(r["return"]), int(r["length"])) for r in csv.DictReader(f)]
+    for (v4, n4), (v5, n5) in zip(returns["Hopper-v4"], returns["Hopper-v5"], strict=True):
+        assert n4 == n5 < 200 and v5 == pytest.approx(v4 - 1.0), returns  # each fell before the time limit
 
 
 def test_stage_refuses_a_checkpoint_for_another_env(tmp_path):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from dtrepro import device as device_module
-from dtrepro.device import autocast_dtype
 from dtrepro.evaluation.stats import difference_ci, seed_test
 from dtrepro.reporting.findings import against_data, conditioning, context, same_checkpoints
 
@@ -80,17 +77,3 @@ def test_best_is_last_is_said_per_context_length():
         {"context_len": 1, "last_step": 3000, "best_step": 1500},
     ]
     assert same_checkpoints(per_seed, 20) and not same_checkpoints(per_seed, 1)
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_amp_auto_uses_bf16_on_cpus_that_compute_it_natively(monkeypatch, native):
-    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
-    cpu = torch.device("cpu")
-    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native else None)
-    assert autocast_dtype(cpu, True) == torch.bfloat16  # true forces it
-    assert autocast_dtype(cpu, False) is None  # false forces float32
-
-
-def test_this_cpus_flags_are_read():
-    flags = open("/proc/cpuinfo").read().split()
-    assert device_module.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

@@ -25,12 +25,12 @@ def experiments(repo) -> dict[str, dict]:
 
 def test_a_failed_rerun_of_a_named_run_keeps_the_earlier_experiment(copy_done):
     repo = copy_done
-    before = experiments(repo)["smoke"]["metrics"]["results/ablations.json"]["data"]
+    before = experiments(repo)["smoke"]["metrics"]["results/metrics.json"]["data"]
     # offline, D4RL's download cannot succeed: the rerun fails in its source stage
     failed = run([sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", "study.datasets=[hopper-medium-v2]"], repo)
     assert failed.returncode != 0
     kept = experiments(repo)
-    assert "smoke" in kept and kept["smoke"]["metrics"]["results/ablations.json"]["data"] == before
+    assert "smoke" in kept and kept["smoke"]["metrics"]["results/metrics.json"]["data"] == before
     assert "smoke-pending" not in run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
 
 

@@ -60,7 +60,9 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
     assert len(smoke) == 1
     data = smoke[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["model"]["embed_dim"] == 32
-    assert f"{D}.k5.last.target_3600.normalized_score_mean" in data["metrics"]["results/ablations.json"]["data"]
+    suite = json.loads((repo / "results" / "suite.json").read_text())
+    summary = data["metrics"]["results/metrics.json"]["data"]  # DVC's metrics: the few numbers runs are compared by
+    assert summary == {m: {c: round(suite[f"aggregate.{c}.{m}"], 2) for c in ("last", "best")} for m in ("mean", "iqm")}
     assert f"> python stages/source.py --dataset {D}" in out
     source = json.loads((repo / "reports" / "source" / f"{D}.json").read_text())
     repair = json.loads((repo / "reports" / "repair" / f"{D}.json").read_text())
@@ -130,6 +132,17 @@ def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(copy_do
         table = run(cmd, repo, env=wide).stdout
         assert "mean.last" in table and max(map(len, table.splitlines())) <= 120, (cmd, table)
     assert "eval.seed" in table and "1000" in table and "2000" in table  # compare: the param that changed
+
+
+def test_dvc_plots_draw_a_line_per_dataset(copy_done):
+    """The plot CSVs hold every dataset's rows: DVC's default template drew them as one zig-zag line."""
+    shown = json.loads(dvc(copy_done, "plots", "show", "--json").stdout)["data"]
+    for name in ("results/return_conditioning.csv", "results/context_length.csv"):
+        content = shown[name][0]["content"]
+        assert (
+            content["encoding"]["color"]["field"] == "dataset" and content["encoding"]["strokeDash"]["field"] == "field"
+        )
+        assert {v["dataset"] for v in content["data"]["values"]} == {D}
 
 
 def checkpoints(repo) -> dict[str, bytes]:

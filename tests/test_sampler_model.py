@@ -41,7 +41,7 @@ def test_returns_to_go_per_episode():
 
 def test_windows_are_left_padded_masked_and_never_cross_episodes():
     data = toy()
-    traj = Trajectories.from_d4rl(data, return_scale=10.0, max_timestep=6, device="cpu")
+    traj = Trajectories.from_d4rl(data, return_scale=10.0, max_timestep=8, device="cpu")
     batch = WindowSampler(traj, context_len=4, batch_size=4096, seed=0).sample()
     states = batch["states"] * torch.as_tensor(traj.state_std) + torch.as_tensor(traj.state_mean)
     mask = batch["mask"]
@@ -57,7 +57,7 @@ def test_windows_are_left_padded_masked_and_never_cross_episodes():
             assert step[-1] == lengths[ep[0]] - 1  # padding only where the episode ended
         expected_rtg = [sum(100 * int(ep[0]) + s for s in range(int(t), lengths[ep[0]])) / 10 for t in step]
         np.testing.assert_allclose(batch["returns_to_go"][i, m].numpy(), expected_rtg, rtol=1e-6)
-        assert torch.equal(batch["timesteps"][i, m], step.clamp(max=5))  # capped at max_timestep - 1
+        assert torch.equal(batch["timesteps"][i, m], step)  # each step its own embedding
         assert (batch["states"][i, ~m] == 0).all() and (batch["returns_to_go"][i, ~m] == 0).all()
 
 
@@ -178,3 +178,11 @@ def test_tiny_model_overfits_tiny_dataset():
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-20:]) < np.mean(losses[:5]) / 10
+
+
+def test_an_episode_longer_than_the_timestep_embeddings_is_refused_not_clamped():
+    """Timesteps past the model's last embedding were clamped to it without a word (one repair.max_episode_steps
+    above the envs' time limit away)."""
+    Trajectories.from_d4rl(toy((10, 3)), 1000.0, 10, "cpu")  # exactly the limit: every step its own embedding
+    with pytest.raises(DtreproError, match="an episode of 11 steps, but the model embeds timesteps up to 10"):
+        Trajectories.from_d4rl(toy((11, 3)), 1000.0, 10, "cpu")

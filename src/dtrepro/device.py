@@ -25,18 +25,18 @@ def pick_device(name: str, param: str = "train.device") -> torch.device:
     return device
 
 
-AUTO = "auto"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 natively
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); where it does not, bf16 is emulated, slower
-    than float32."""
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), by the flags of `cpuinfo`; where it does
+    not, bf16 is emulated, slower than float32."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        text = Path(cpuinfo).read_text()
     except OSError:
         return False
+    flags = {word for line in text.splitlines() if line.startswith("flags") for word in line.split(":", 1)[-1].split()}
     return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 

@@ -20,6 +20,7 @@ from dtrepro.agent.envbatch import EnvBatch
 from dtrepro.agent.policy import Policy
 from dtrepro.cpus import usable_cpus
 from dtrepro.progress import progress as progress_bar
+from dtrepro.registry.datasets import TIME_LIMIT
 
 
 @dataclass
@@ -46,7 +47,7 @@ def run_episodes(
     env_id: str,
     seeds: Sequence[int],
     targets: float | Sequence[float],
-    max_steps: int = 1000,
+    max_steps: int = TIME_LIMIT,
     progress: bool = False,
     threads: int | None = None,
 ) -> EpisodeResults:

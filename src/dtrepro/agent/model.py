@@ -19,8 +19,9 @@ from torch import nn
 
 from dtrepro.agent.dropout import Dropout, attention
 from dtrepro.params import Params
+from dtrepro.registry.datasets import TIME_LIMIT
 
-MAX_TIMESTEP = 1000  # timestep embeddings: D4RL's episodes are at most 1000 steps long
+MAX_TIMESTEP = TIME_LIMIT  # timestep embeddings: one per step of the longest episode
 
 
 class ModelParams(Params):

@@ -37,7 +37,7 @@ from dtrepro.atomic import atomic_output, write_json
 from dtrepro.collect.ars import ARS, ARSConfig, LinearPolicy
 from dtrepro.collect.rollout import rollout
 from dtrepro.collect.workers import worker_map
-from dtrepro.data.checksum import file_sha256
+from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.errors import DtreproError
@@ -310,6 +310,5 @@ def collect_to_files(
             },
         )
         write_json(metrics_path, metrics)
-        with atomic_output(f"{output}.sha256") as sha:
-            sha.write_text(f"{digest}  {os.path.basename(output)}\n")
+        write_sidecar(output, digest)
     return {**metrics, "sha256": digest, "rollout_steps_per_s": rate}

@@ -21,6 +21,7 @@ import numpy as np
 from dtrepro.agent.envs import make_env
 from dtrepro.data.d4rl import D4RLData
 from dtrepro.progress import progress as progress_bar
+from dtrepro.registry.datasets import TIME_LIMIT
 
 Policy = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, float]"]
 
@@ -30,7 +31,7 @@ def rollout(
     policy: Policy,
     rows: int,
     seed: int,
-    max_episode_steps: int = 1000,
+    max_episode_steps: int = TIME_LIMIT,
     progress: bool = False,
     flag_last: bool = True,
 ) -> D4RLData:

@@ -26,8 +26,8 @@ import urllib3
 from pydantic import Field
 from tqdm import tqdm
 
-from dtrepro.atomic import atomic_output, write_json
-from dtrepro.data.checksum import file_sha256
+from dtrepro.atomic import write_json
+from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import check_d4rl_file, require_regular_file
 from dtrepro.errors import DtreproError, is_disk_full
 from dtrepro.params import Params
@@ -325,8 +325,7 @@ def download(params: DownloadParams, output: str | os.PathLike) -> tuple[str, st
             f"No source could provide {params.dataset}; tried, in order: {' '.join(failures)} "
             f"Add a mirror that holds D4RL's files under the same paths to data.mirrors. {OFFLINE_ADVICE}"
         )
-    with atomic_output(output.with_name(output.name + ".sha256")) as tmp:
-        tmp.write_text(f"{digest}  {output.name}\n")
+    write_sidecar(output, digest)
     os.replace(part, output)
     part_source(part).unlink(missing_ok=True)
     return digest, url

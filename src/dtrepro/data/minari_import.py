@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from dtrepro.atomic import atomic_folder, atomic_output, require_space, write_json
-from dtrepro.data.checksum import file_sha256
+from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.errors import DtreproError
@@ -252,8 +252,7 @@ def minari_to_files(params, output, policy_path, metrics_path) -> dict:
             **episode_stats(data.arrays["rewards"], ends, prefix="dataset_episode"),
         }
         write_json(metrics_path, metrics)
-        with atomic_output(f"{output}.sha256") as sha:
-            sha.write_text(f"{digest}  {Path(output).name}\n")
+        write_sidecar(output, digest)
     return {**metrics, "sha256": digest}
 
 

@@ -53,6 +53,7 @@ FAMILIES = {
     ),
 }
 ENV_VERSIONS = ("v4", "v5")
+TIME_LIMIT = 1000  # steps: the time limit of the three envs, so the longest episode of D4RL's files and ours
 ENV_IDS = tuple(f"{f.gym_name}-{v}" for f in FAMILIES.values() for v in ENV_VERSIONS)  # the envs a run may name
 
 
@@ -190,21 +191,19 @@ FACTS = {
 }
 
 
-# D4RL-normalised scores published for the Decision Transformer, as (mean, std): the paper's Table 2 (Chen et
-# al., 2021, arXiv 2106.01345; 3 seeds) and CORL's README (Tarasov et al., 2022; 4 seeds x 100 episodes, the last
-# and the best checkpoint). (paper, CORL last, CORL best) per dataset.
-PUBLISHED = {
-    "halfcheetah-medium-v2": ((42.6, 0.1), (42.20, 0.26), (42.73, 0.10)),
-    "hopper-medium-v2": ((67.6, 1.0), (65.10, 1.61), (69.42, 3.64)),
-    "walker2d-medium-v2": ((74.0, 1.4), (67.63, 2.54), (74.70, 0.56)),
-    "halfcheetah-medium-replay-v2": ((36.6, 0.8), (38.91, 0.50), (40.31, 0.28)),
-    "hopper-medium-replay-v2": ((82.7, 7.0), (81.77, 6.87), (88.74, 3.02)),
-    "walker2d-medium-replay-v2": ((66.6, 3.0), (59.86, 2.73), (68.22, 1.20)),
-    "halfcheetah-medium-expert-v2": ((86.8, 1.3), (91.55, 0.95), (93.40, 0.21)),
-    "hopper-medium-expert-v2": ((107.6, 1.8), (110.44, 0.33), (111.18, 0.21)),
-    "walker2d-medium-expert-v2": ((108.1, 0.2), (107.11, 0.96), (108.71, 0.34)),
-}
-PUBLISHED_SOURCES = ("DT paper", "CORL last", "CORL best")
+PUBLISHED_SOURCES = {"dt_paper": "DT paper", "corl_last": "CORL last", "corl_best": "CORL best"}  # column: label
+
+
+def _published() -> dict[str, tuple[tuple[float, float], ...]]:
+    """dataset -> ((mean, std) per source of PUBLISHED_SOURCES), from published_scores.tsv."""
+    rows = Path(__file__).with_name("published_scores.tsv").read_text().splitlines()
+    header, *table = [r.split("\t") for r in rows if r and not r.startswith("#")]
+    if header[1::2] != list(PUBLISHED_SOURCES):
+        raise AssertionError(f"published_scores.tsv's sources {header[1::2]} are not {list(PUBLISHED_SOURCES)}")
+    return {name: tuple((float(m), float(sd)) for m, sd in zip(v[::2], v[1::2], strict=True)) for name, *v in table}
+
+
+PUBLISHED = _published()  # the published scores to read ours against, by dataset name
 LARGE_BATCH = {  # the large-batch variant (embed 512, batch 4096, 2,500 steps; 20 episodes), hopper-medium only
     "hopper-medium-v2": "80.6 ± 25.9; targets 3600 / 1800 / 400: 80.6 / 55.4 / 26.7; K = 20 / 1: 80.6 / 31.2",
 }

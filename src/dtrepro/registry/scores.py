@@ -24,12 +24,14 @@ def reference_scores(metadata: Mapping, env_id: str) -> tuple[float, float, str]
     return (*family(env_id).ref_scores, D4RL)
 
 
-def normalized_score(returns, env_id: str = "Hopper-v4", refs: tuple | None = None):
+def normalized_score(returns, env_id: str, refs: tuple | None = None):
+    """`returns` in points: 0 the random policy's, 100 the expert's, of `refs` or else D4RL's for `env_id`'s family
+    (a dataset name or an env id; every caller names its env: no env is anyone's default)."""
     ref_min, ref_max = refs[:2] if refs else family(env_id).ref_scores
     return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
 
 
-def return_for_score(score: float, env_id: str = "Hopper-v4") -> float:
+def return_for_score(score: float, env_id: str) -> float:
     """The return that has normalised score `score` (the inverse of `normalized_score`), with D4RL's constants."""
     ref_min, ref_max = family(env_id).ref_scores
     return ref_min + score / 100.0 * (ref_max - ref_min)

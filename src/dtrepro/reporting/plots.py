@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dtrepro.atomic import atomic_output  # noqa: E402
+from dtrepro.registry.datasets import PUBLISHED, PUBLISHED_SOURCES  # noqa: E402
 
 
 def save(fig, path: str | os.PathLike) -> None:
@@ -81,13 +82,13 @@ def context_length(table: list[dict], path: str | os.PathLike) -> None:
     save(fig, path)
 
 
-def suite_scores(rows: list[dict], published: dict, path: str | os.PathLike) -> None:
+def suite_scores(rows: list[dict], path: str | os.PathLike) -> None:
     """Per dataset: the published scores and ours (last and best, mean ± std across seeds) side by side."""
     names = [r["dataset"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.5))
     series = [
-        (label, [published[n][i][0] if n in published else float("nan") for n in names], None)
-        for i, label in enumerate(("DT paper", "CORL last", "CORL best"))
+        (label, [PUBLISHED[n][i][0] if n in PUBLISHED else float("nan") for n in names], None)
+        for i, label in enumerate(PUBLISHED_SOURCES.values())
     ]
     series += [
         (f"ours {c}.pt", [r[f"{c}_mean"] for r in rows], [r[f"{c}_std_seeds"] for r in rows]) for c in ("last", "best")

@@ -168,7 +168,7 @@ def markdown(study: StudyParams, tables: dict, n_episodes: int) -> str:
         "x 100 episodes; the last and the best checkpoint).",
         "",
     ]
-    header = ["dataset", "target", *PUBLISHED_SOURCES, "ours `last.pt`", "ours `best.pt`"]
+    header = ["dataset", "target", *PUBLISHED_SOURCES.values(), "ours `last.pt`", "ours `best.pt`"]
     body = [
         [f"{r['dataset']}", f"{r['target']:g}", *reference_cells(r["dataset"]), _pm(r, "last"), _pm(r, "best")]
         for r in tables["rows"]
@@ -234,7 +234,7 @@ def write_suite(study: StudyParams, params_of: dict[str, EvalParams], paths: Sui
     first = params_of[study.datasets[0]]
     with atomic_output(paths.scores_csv) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "dt_paper", "corl_last", "corl_best", "last_mean", "best_mean"])
+        writer.writerow(["dataset", *PUBLISHED_SOURCES, "last_mean", "best_mean"])
         for r in tables["rows"]:
             refs = [m for m, _ in PUBLISHED[r["dataset"]]] if r["dataset"] in PUBLISHED else ["", "", ""]
             writer.writerow([r["dataset"], *refs, r["last_mean"], r["best_mean"]])
@@ -247,7 +247,7 @@ def write_suite(study: StudyParams, params_of: dict[str, EvalParams], paths: Sui
         writer.writerows(
             [[float(t), float(a), float(b)] for t, a, b in zip(taus, last["fraction"], best_at, strict=True)]
         )
-    plots.suite_scores(tables["rows"], PUBLISHED, paths.plots_dir / "scores.png")
+    plots.suite_scores(tables["rows"], paths.plots_dir / "scores.png")
     plots.performance_profiles(tables["profile"], paths.plots_dir / "performance_profile.png")
     with atomic_output(paths.markdown) as tmp:
         tmp.write_text(markdown(study, tables, first.episodes))

@@ -14,10 +14,11 @@ import torch
 from dtrepro.agent.envs import make_env
 from dtrepro.agent.episodes import EpisodeResults, broadcast_targets
 from dtrepro.agent.policy import Policy
+from dtrepro.registry.datasets import TIME_LIMIT
 
 
 def run_episodes_one_by_one(
-    policy: Policy, env_id: str, seeds: Sequence[int], targets: float | Sequence[float], max_steps: int = 1000
+    policy: Policy, env_id: str, seeds: Sequence[int], targets: float | Sequence[float], max_steps: int = TIME_LIMIT
 ) -> EpisodeResults:
     """The reference: one episode after another, re-padding the growing history at every step."""
     model, device = policy.model.eval(), policy.device

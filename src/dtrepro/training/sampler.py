@@ -51,7 +51,14 @@ class Trajectories:
         obs = a["observations"].astype(np.float64)
         mean, std = obs.mean(axis=0), obs.std(axis=0) + 1e-6
         row_episode = np.repeat(np.arange(len(ends)), lengths)
-        timesteps = np.minimum(np.arange(data.rows) - starts[row_episode], max_timestep - 1)
+        if lengths.max(initial=0) > max_timestep:
+            raise DtreproError(
+                f"The data hold an episode of {lengths.max():,} steps, but the model embeds timesteps up to "
+                f"{max_timestep:,} (the envs' time limit): later steps would all share the last embedding. Its "
+                f"boundaries are wrong: set repair.max_episode_steps to at most {max_timestep:,} so that the repair "
+                f"stage cuts episodes at the time limit."
+            )
+        timesteps = np.arange(data.rows) - starts[row_episode]
         rtg = returns_to_go(a["rewards"], ends) / return_scale
 
         def put(x, dtype):
