@@ -302,3 +302,15 @@ def test_a_disk_too_small_for_the_minari_export_keeps_none_of_the_source_outputs
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"The Minari export of {HOPPER} needs about" in " ".join(proc.stderr.split()), proc.stderr
     assert not any(small.iterdir()), list(small.iterdir())  # the outputs together or not at all
+
+
+def test_a_failed_folder_output_leaves_no_temporary_folder(tmp_path):
+    """The cleanup called unlink() on the temporary folder (IsADirectoryError) and left it behind."""
+    from dtrepro.atomic import atomic_folder
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        with atomic_folder(tmp_path / "minari") as tmp:
+            (tmp / "data").mkdir()
+            (tmp / "data" / "part.hdf5").write_bytes(b"x" * 100)
+            raise RuntimeError("half-way")
+    assert list(tmp_path.iterdir()) == []

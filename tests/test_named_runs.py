@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import re
 
 import pytest
 import yaml
@@ -88,3 +89,22 @@ def test_a_profile_builds_on_its_base():
     assert suite_smoke["model"] == smoke["model"] and suite_smoke["train"] == smoke["train"]  # the smoke sizes
     assert len(suite_smoke["study"]["datasets"]) == 3 and suite_smoke["eval"]["targets"] is None
     assert suite_smoke["collect"]["steps"] == smoke["collect"]["steps"]
+
+
+def test_a_cycle_of_bases_and_a_name_that_is_a_path_are_one_paragraph(repo_copy):
+    """A cyclic `base:` was a RecursionError; `../params` or `sub/x` reached DVC as an experiment name (exit 255)."""
+    (repo_copy / "profiles" / "a.yaml").write_text("base: b\n")
+    (repo_copy / "profiles" / "b.yaml").write_text("base: a\n")
+    with pytest.raises(DtreproError, match=r"'base' must name another named run, not 'a' \(bases: a -> b -> a\)"):
+        resolve(repo_copy, "a", [])
+    for name in ("../params", "sub/x", "smoke.yaml"):
+        with pytest.raises(DtreproError, match=f"No named run '{re.escape(name)}'.*never paths"):
+            resolve(repo_copy, name, [])
+
+
+def test_a_params_yaml_that_is_not_yaml_stops_a_named_run_before_dvc(repo_copy):
+    """DVC's own refusal was exit 255 with DVC's words."""
+    (repo_copy / "params.yaml").write_text("study: [unclosed\n")
+    with pytest.raises(DtreproError, match="params.yaml is not valid YAML"):
+        run(repo_copy, "smoke", [], [])
+    assert not (repo_copy / "dvc.lock").exists()
