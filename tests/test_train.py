@@ -338,6 +338,7 @@ def test_bf16_autocast_and_compile_on_cpu(clean_file, tmp_path):
     losses = {}
     for amp in (True, False):
         folder = tmp_path / f"amp-{amp}"
+        folder.mkdir()
         params_path = write_params(folder / "params.yaml", steps=10, amp=amp, compile=amp, eval_every=10)
         cmd, out = train_cmd(folder, params_path, data=clean_file)
         proc = train_stage(cmd)
