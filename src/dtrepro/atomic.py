@@ -20,6 +20,15 @@ from dtrepro.errors import DtreproError, is_disk_full
 WHERE_TO = "Give an output path in a folder you may write to, or change the folder's permissions."
 
 
+def remove(path: str | os.PathLike) -> None:
+    """Remove a file, a link or a folder, if there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on error delete it."""
@@ -35,10 +44,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except BaseException as err:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        remove(tmp)
         if isinstance(err, OSError) and is_disk_full(err) and not err.filename:  # name the output whose disk is full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
         raise
@@ -67,11 +73,8 @@ def outputs_together(*paths: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for path in map(Path, paths):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        for path in paths:
+            remove(path)
         raise
 
 

@@ -17,7 +17,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from dtrepro.errors import DtreproError, Terminated
+from dtrepro.errors import DtreproError, raise_terminated
 
 # `dvc exp show` of the experiments of the last commit (commit a named run, then sweep from it) with the params
 # and metrics that differ, without the columns of changed deps (paths, whose hashes would push it past a screen)
@@ -71,7 +71,7 @@ GRACE_S = 60  # how long an interrupted command may take to stop (a stage removi
 def forwarding_signals(proc: subprocess.Popen):
     """While the block runs, a SIGTERM is raised here as Ctrl-C is (`errors.Terminated`); either is passed on to
     `proc`'s process group as SIGINT (DVC stops its stage as after a Ctrl-C) and waited for, then re-raised."""
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     except KeyboardInterrupt:
@@ -81,21 +81,13 @@ def forwarding_signals(proc: subprocess.Popen):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _terminated(signum, frame):
-    raise Terminated("SIGTERM")
-
-
 def _stop_group(proc: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGINT, GRACE_S), (signal.SIGKILL, GRACE_S)):
+    """SIGINT to the group, GRACE_S for it to stop, then SIGKILL to whatever of the group is left."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        with contextlib.suppress(ProcessLookupError):  # dvc has gone; a stage of its group may linger
-            os.killpg(proc.pid, signal.SIGKILL)
-        return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(GRACE_S)
 
 
 def stages_ran(output: str) -> set[str]:

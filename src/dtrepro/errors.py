@@ -27,14 +27,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, as Ctrl-C's SIGINT is: every `finally` and cleanup runs."""
 
 
+def raise_terminated(signum, frame):
+    """The SIGTERM handler that raises `Terminated`."""
+    raise Terminated(signal.Signals(signum).name)
+
+
 def raise_on_sigterm() -> None:
     """From now on a SIGTERM (Slurm's scancel, `kill`, a container stopping) stops this process as Ctrl-C does,
     removing its temporaries, instead of killing it where it stands."""
-
-    def handler(signum, frame):
-        raise Terminated(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def quiet_interrupts() -> None:
