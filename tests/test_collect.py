@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 
 import h5py
@@ -9,11 +10,13 @@ import numpy as np
 import pytest
 
 from dtrepro.collect.ars import LinearPolicy
-from dtrepro.collect.collector import CollectParams, collect, collect_to_files
+from dtrepro.collect.collector import CollectParams, collect, collect_to_files, train_behaviour
+from dtrepro.cpus import usable_cpus
 from dtrepro.data.d4rl import read_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.data.repair import RepairParams, repair_file
 from dtrepro.errors import DtreproError
+from dtrepro.kernels import blas_core, cpu_model
 from dtrepro.registry.scores import normalized_score
 
 from helpers import COLLECTED, params
@@ -44,6 +47,11 @@ def test_training_reaches_the_band_and_metrics_say_so(tiny):
     assert metrics["dataset_episodes"] > 1 and metrics["dataset_episode_return_mean"] > 0
     assert result["rollout_steps_per_s"] > 0
     assert np.isclose(metrics["medium_normalized_mean"], normalized_score(metrics["medium_return_mean"], "Hopper-v4"))
+    assert metrics["medium_normalized_std"] <= TINY.max_spread
+    # provenance: what made these bytes besides the params
+    assert metrics["sha256"] == result["sha256"] == (raw.parent / f"{raw.name}.sha256").read_text().split()[0]
+    assert metrics["workers"] == usable_cpus() and metrics["cpu"] == cpu_model()
+    assert metrics["blas_core"] == blas_core() and metrics["version/mujoco"] == importlib.metadata.version("mujoco")
 
 
 @pytest.mark.slow
@@ -112,7 +120,10 @@ def test_v0_layout_repairs_to_exactly_the_v2_boundaries(tiny, tmp_path):
 
 def test_unreachable_band_is_an_error_not_a_weak_policy(tmp_path):
     hard = CollectParams.from_params(params(collect={**TINY_VALUES, "band_low": 95, "max_steps": 20_000}), COLLECTED)
-    with pytest.raises(DtreproError, match=r"did not reach the score band \[95, 100\] within collect.max_steps=20000"):
+    with pytest.raises(
+        DtreproError,
+        match=r"did not reach the score band \[95, 100\] \(nearest: [\d.]+ ± [\d.]+\) within collect.max_steps=20000",
+    ):
         collect_into(tmp_path, hard)
     assert not any(tmp_path.iterdir())
 
@@ -178,19 +189,38 @@ def test_medium_expert_is_the_medium_rollouts_then_the_expert_ones(tmp_path):
 
 
 @pytest.mark.slow
-def test_mixed_is_one_policy_per_band_in_turn_each_rolled_out(tmp_path):
-    """The kind mixed (not D4RL's): `steps` rows of each policy, the first ARS reaches in each band."""
-    bands = [[11, 13], [14, 1000]]
+def test_mixed_is_one_policy_per_band_met_in_any_order_each_rolled_out(tmp_path):
+    """The kind mixed (not D4RL's): `steps` rows of each policy, the first ARS meets in each band, in the
+    bands' order whatever order ARS met them in: here the band listed first is met second."""
+    bands = [[14, 1000], [11, 13]]
     mixed = kind("collected-hopper-mixed", steps=2000, mixed_bands=bands)
     _, (raw, policy_path, metrics_path) = collect_into(tmp_path, mixed)
     metrics = json.loads(metrics_path.read_text())
     assert metrics["rows"] == 2 * mixed.steps and metrics["kind"] == "mixed"
     for i, (low, high) in enumerate(bands, 1):
         assert low <= metrics[f"policy{i}_normalized_mean"] <= high
-    assert metrics["policy2_env_steps"] > metrics["policy1_env_steps"]  # trained on from the first policy
+        assert metrics[f"policy{i}_normalized_std"] <= mixed.max_spread
+    assert metrics["policy1_env_steps"] > metrics["policy2_env_steps"]  # the higher band, met later
     assert set(json.loads(policy_path.read_text())["policies"]) == {"policy1", "policy2"}
     data = read_d4rl(raw)
     assert data.metadata["kind"] == "mixed" and data.rows == 2 * mixed.steps
+    halves = [slice(0, mixed.steps), slice(mixed.steps, None)]
+    returns = [data.arrays["rewards"][h].sum() for h in halves]
+    assert returns[0] > returns[1]  # the first half is the first band's, better, policy
+
+
+def test_a_band_takes_only_a_policy_whose_episodes_agree():
+    """A policy whose mean lies in the band but whose evaluation episodes' scores spread by more than
+    collect.max_spread is passed over for a later, steadier one."""
+    loose = TINY.model_copy(update={"max_spread": 1000.0, "eval_episodes": 3})
+    first = train_behaviour(loose, [(TINY.band_low, TINY.band_high)])[0]
+    spread = float(normalized_score(first.returns, "Hopper-v4").std())
+    assert spread > 0
+    strict = loose.model_copy(update={"max_spread": spread / 2})
+    steady = train_behaviour(strict, [(TINY.band_low, TINY.band_high)])[0]
+    assert normalized_score(steady.returns, "Hopper-v4").std() <= spread / 2
+    assert steady.env_steps > first.env_steps
+    assert TINY.band_low <= normalized_score(steady.returns, "Hopper-v4").mean() <= TINY.band_high
 
 
 @pytest.mark.slow

@@ -67,6 +67,8 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
     source = json.loads((repo / "reports" / "source" / f"{D}.json").read_text())
     repair = json.loads((repo / "reports" / "repair" / f"{D}.json").read_text())
     assert source["source"] == "collect" and source["rows"] == repair["rows"]
+    assert source["sha256"] == (repo / f"data/{D}/raw.hdf5.sha256").read_text().split()[0]
+    assert source["workers"] >= 1 and source["blas_core"] and source["version/mujoco"] and source["cpu"]
     assert repair["episodes"] == source["dataset_episodes"] and repair["rows_changed_timeouts_added"] == 0
     assert json.loads((repo / "models" / D / "behaviour.json").read_text())["policies"]["medium"]["weights"]
     for r in runs:
@@ -85,6 +87,8 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
         "### Per training",
     ):
         assert heading in table
+    provenance = f"Data: SHA-256 `{source['sha256'][:16]}…`, collected on {source['cpu']} (numpy SIMD"
+    assert provenance in table and f"OpenBLAS kernels {source['blas_core']}) with MuJoCo" in table
     metrics = json.loads((repo / "results" / "ablations.json").read_text())
     assert {
         f"{D}.k5.last.target_3600.normalized_score_mean",
@@ -310,6 +314,7 @@ def test_each_d4rl_name_alone_picks_its_env_targets_and_references(repo_copy, tm
         assert repair["rows"] == 2500 and repair["trailing_episode_cut"]
         source = json.loads((repo_copy / f"reports/source/{name}.json").read_text())
         assert source["url"] == str(mirror / dataset_file(name).path) and source["sha256_checked"] is False
+        assert f"Data: SHA-256 `{source['sha256'][:16]}…`, downloaded from {source['url']}." in table
         paper, last, best = published_text(name)
         assert f"## {name} ({env_id})" in table
         assert f"{name}: Decision Transformer paper (Chen et al., 2021, Table 2, 3 seeds) {paper}" in table

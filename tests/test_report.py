@@ -9,7 +9,7 @@ import pytest
 from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EvalParams
-from dtrepro.reporting.report import check_evaluation
+from dtrepro.reporting.report import check_evaluation, provenance_line
 
 from helpers import COLLECTED, params
 
@@ -46,3 +46,24 @@ def test_an_evaluation_made_with_other_eval_params_is_refused(made):
     """Before, the report averaged whatever rows it found at its targets, under its params' episode count."""
     with pytest.raises(DtreproError, match=r"k5-seed0.csv is not an evaluation with the eval params of params.yaml"):
         check_evaluation(made, EVAL, Path("k5-seed0.csv"))
+
+
+def test_the_data_line_names_the_bytes_and_what_made_them():
+    collected = {
+        "source": "collect",
+        "sha256": "ab" * 32,
+        "cpu": "AMD EPYC",
+        "numpy_simd": "AVX512_ICL",
+        "blas_core": "Haswell",
+        "version/mujoco": "4.0.0",
+        "version/gymnasium": "1.4.0",
+        "workers": 2,
+    }
+    line = provenance_line(collected)
+    assert line.startswith(f"Data: SHA-256 `{'ab' * 8}…`, collected on AMD EPYC (numpy SIMD AVX512_ICL, OpenBLAS")
+    assert "kernels Haswell) with MuJoCo 4.0.0, gymnasium 1.4.0 and 2 worker processes." in line
+    downloaded = {"source": "download", "sha256": "cd" * 32, "url": "http://mirror/hopper-medium-v2.hdf5"}
+    assert (
+        provenance_line(downloaded)
+        == f"Data: SHA-256 `{'cd' * 8}…`, downloaded from http://mirror/hopper-medium-v2.hdf5."
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from dtrepro.errors import DtreproError
+from dtrepro.kernels import cpu_flags
 
 
 def pick_device(name: str, param: str = "train.device") -> torch.device:
@@ -32,11 +33,7 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), by the flags of `cpuinfo`; where it does
     not, bf16 is emulated, slower than float32."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    flags = {word for line in text.splitlines() if line.startswith("flags") for word in line.split(":", 1)[-1].split()}
+    flags = cpu_flags(Path(cpuinfo))
     return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 

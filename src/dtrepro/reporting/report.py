@@ -35,6 +35,7 @@ class ReportPaths:
     evals: Path  # <dataset>/<run>.csv: the evaluate stages' episodes
     train_logs: Path  # <dataset>/<run>.tsv: the train stages' logs
     repair_reports: Path  # <dataset>.json: the repair stages' reports (the data's episode returns)
+    source_reports: Path  # <dataset>.json: the source stages' metrics (the data's SHA-256 and provenance)
     markdown: Path
     metrics: Path
     return_csv: Path
@@ -209,6 +210,8 @@ def _tables(study: StudyParams, params: EvalParams, found: dict, name: str, show
         returns = [dataset["episode_return_mean"], dataset["episode_return_max"]]
         ds = normalized_score(returns, params.env_id, (ref_min, ref_max))
         lines += ["", f"The dataset's episodes score {ds[0]:.1f} on average and {ds[1]:.1f} at best."]
+    if dataset["source"].get("sha256"):
+        lines += ["", provenance_line(dataset["source"])]
     lines += ["", f"For reference, {published(name)}.", "", f"### Return conditioning (K = {k0})", ""]
     rows = [
         [f"{t:g}", f"`{c}.pt`", f"{r['return_mean']:.0f} ± {r['return_std_seeds']:.0f}", _score(r), _ci(r)]
@@ -247,6 +250,21 @@ def _tables(study: StudyParams, params: EvalParams, found: dict, name: str, show
         f"`results/plots/{name}/learning_curves.png` (and `dvc plots show`).",
     ]
     return lines
+
+
+def provenance_line(source: dict) -> str:
+    """Where the data came from, by its SHA-256, and for collected data the machine facts it depends on."""
+    line = f"Data: SHA-256 `{source['sha256'][:16]}…`"
+    if source.get("source") == "collect":
+        return (
+            f"{line}, collected on {source['cpu']} (numpy SIMD {source['numpy_simd']}, OpenBLAS kernels "
+            f"{source['blas_core']}) with MuJoCo {source['version/mujoco']}, gymnasium {source['version/gymnasium']}"
+            f" and {source['workers']} worker processes. The same seed gives the same bytes on any machine with the "
+            "same kernels and versions; with others ARS finds other policies, and the data differ."
+        )
+    if source.get("url"):
+        return f"{line}, downloaded from {source['url']}."
+    return f"{line} ({source.get('source', 'unknown source')})."
 
 
 def flat_metrics(name: str, table: list[dict], per_seed: list[dict]) -> dict:
@@ -295,6 +313,8 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
         differences[k] = (*difference_ci(a, b, params.bootstrap_resamples, params.seed), seed_test(a, b))
     repair = paths.repair_reports / f"{name}.json"
     data = json.loads(repair.read_text()) if repair.exists() else {}
+    source = paths.source_reports / f"{name}.json"
+    data["source"] = json.loads(source.read_text()) if source.exists() else {}
     evaluation = paths.evals / name / f"{study.runs[0].name}.json"  # the reference scores the scores used
     data["refs"] = reference_scores(json.loads(evaluation.read_text()) if evaluation.exists() else {}, params.env_id)
     plots_dir = paths.plots_dir / name
