@@ -3,8 +3,9 @@
 ARS trains a linear behaviour policy on the CPU, evaluated after every iteration on
 the same seeded episodes. Its "medium" policy is the first whose mean D4RL-normalised
 score lies in [band_low, band_high] (D4RL's medium: about a third of expert); its
-"expert" policy is the first, training on, in [expert_band_low, expert_band_high].
-Policies act with Gaussian exploration noise (`action_noise`). The kinds (Fu et al.,
+"expert" policy is the first in [expert_band_low, expert_band_high]; a band takes only a
+policy whose evaluation episodes agree (`max_spread`), and bands fill in whatever order
+ARS meets them (`train_behaviour`). Policies act with Gaussian exploration noise (`action_noise`). The kinds (Fu et al.,
 2020, D4RL, section 5):
 
 - random: `steps` rows of uniformly random actions;
@@ -14,10 +15,11 @@ Policies act with Gaussian exploration noise (`action_noise`). The kinds (Fu et 
 - medium-expert: `steps` rows of the medium policy, then `steps` of the expert one;
 - expert: `steps` rows of the expert policy;
 - mixed (not one of D4RL's): `steps` rows of each of the policies ARS passes through on its way,
-  the first in each band of `mixed_bands` in turn -- data of several behaviour qualities, so that
+  the first it meets in each band of `mixed_bands`, in the bands' order -- data of several behaviour qualities, so that
   the return asked for picks a behaviour (the return-conditioning study of `make demo`).
 
-One seed fixes everything, so the same seed gives a byte-identical file.
+One seed fixes everything, so the same seed gives a byte-identical file on machines with the same
+numeric kernels and library versions (`dtrepro.kernels`, `provenance`).
 """
 
 from __future__ import annotations
