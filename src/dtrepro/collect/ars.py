@@ -132,7 +132,7 @@ def transitions(rows: list[tuple]) -> dict[str, np.ndarray]:
 class ARS:
     """The training state; `iterate()` runs one ARS update and reports its progress."""
 
-    def __init__(self, env_id: str, config: ARSConfig, seed: int, map_: Callable = map):
+    def __init__(self, env_id: str, config: ARSConfig, seed: int | list[int], map_: Callable = map):
         env = make_env(env_id, config.max_episode_steps)
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
         env.close()

@@ -68,6 +68,7 @@ class CollectParams(Params):
     # kind mixed: score bands [low, high], each policy the first in its band
     mixed_bands: list[Annotated[list[float], Field(min_length=2, max_length=2)]]
     max_steps: Annotated[int, Field(ge=1)]
+    restart_steps: Annotated[int, Field(ge=1)]  # env steps one ARS run may take before a fresh one starts
     max_spread: Annotated[float, Field(gt=0)]  # a band's policy: std of its evaluation scores at most this
     eval_episodes: Annotated[int, Field(ge=1)]
     action_noise: Annotated[float, Field(gt=0)]  # the rollouts are stochastic
@@ -114,8 +115,9 @@ class CollectParams(Params):
 class Behaviour:
     policy: LinearPolicy
     returns: np.ndarray  # evaluation returns of the policy
-    iterations: int  # ARS iterations it took, from the start
-    env_steps: int  # env steps of training it took, from the start
+    iterations: int  # ARS iterations it took, from the start (every run)
+    env_steps: int  # env steps of training it took, from the start (every run)
+    run: int  # the ARS run that found it: 0, or the number of the fresh start (`train_behaviour`)
 
 
 def train_behaviour(
@@ -127,18 +129,20 @@ def train_behaviour(
     its evaluation episodes spread (std) by at most `max_spread`, a policy that behaves alike from episode to
     episode. The bands fill in whatever order ARS meets them: its score jumps (on Hopper from 26 to 82 in one
     iteration), and a band sought only once the one below it is filled is passed over and then waited for,
-    millions of steps on some processors. A clear error if `max_steps` runs out first. With `record`, every
-    training episode up to the first band's policy is appended to it (`ARS.iterate`). `map_` runs the
-    episodes (`worker_map`).
+    millions of steps on some processors. A run of ARS that has not filled every band after `restart_steps`
+    env steps is stuck (past a band, or on a plateau below one): a fresh run, seeded from (`seed`, its
+    number), starts from scratch and fills the bands still empty. A clear error if `max_steps` runs out
+    first. With `record`, every training episode of the run that finds the first band's policy, up to it, is
+    appended to it (`ARS.iterate`; one agent's replay buffer). `map_` runs the episodes (`worker_map`).
     """
     env = params.env_id
-    ars = ARS(env, params.ars, params.seed, map_)
     eval_seed = params.seed + 1_000_000
     limits = [(return_for_score(low, env), return_for_score(high, env)) for low, high in bands]
     found: list[Behaviour | None] = [None] * len(bands)
     closest: list[tuple[float, float] | None] = [None] * len(bands)  # per band: the nearest (score, spread) met
     bar = progress(total=params.max_steps, desc="behaviour policy (ARS)", unit="step", unit_scale=True)
-    best, iteration = -np.inf, 0
+    best, iteration, spent, run = -np.inf, 0, 0, 0  # spent: env steps of the earlier runs
+    ars = ARS(env, params.ars, params.seed, map_)
     with bar:
         while True:
             returns = ars.evaluate(params.eval_episodes, eval_seed)
@@ -147,28 +151,37 @@ def train_behaviour(
             best = max(best, score)
             for i, ((low, high), band) in enumerate(zip(limits, bands, strict=True)):
                 if found[i] is None and low <= returns.mean() <= high and spread <= params.max_spread:
-                    found[i] = Behaviour(ars.policy, returns, iteration, ars.env_steps)
+                    found[i] = Behaviour(ars.policy, returns, iteration, spent + ars.env_steps, run)
                 elif found[i] is None and (closest[i] is None or _gap(score, band) < _gap(closest[i][0], band)):
                     closest[i] = (score, spread)
             if found[0] is not None:
                 record = None
             filled = sum(b is not None for b in found)
-            bar.set_postfix(score=f"{score:.1f}±{spread:.1f}", bands=f"{filled}/{len(bands)}")
+            bar.set_postfix(score=f"{score:.1f}±{spread:.1f}", bands=f"{filled}/{len(bands)}", run=run)
             if filled == len(bands):
                 return found
-            if ars.env_steps >= params.max_steps:
-                raise DtreproError(ran_out(params, bands, found, closest, iteration, best))
+            if spent + ars.env_steps >= params.max_steps:
+                raise DtreproError(ran_out(params, bands, found, closest, iteration, best, run + 1))
+            if ars.env_steps >= params.restart_steps:
+                spent, run = spent + ars.env_steps, run + 1
+                ars = ARS(env, params.ars, [params.seed, run], map_)
+                if record is not None:
+                    record.clear()
+                continue
             before = ars.env_steps
             ars.iterate(record)
             iteration += 1
-            bar.update(min(ars.env_steps, params.max_steps) - min(before, params.max_steps))
+            remaining = params.max_steps - spent
+            bar.update(min(ars.env_steps, remaining) - min(before, remaining))
 
 
 def _gap(score: float, band: tuple[float, float]) -> float:
     return max(band[0] - score, score - band[1], 0.0)
 
 
-def ran_out(params: CollectParams, bands: list, found: list, closest: list, iterations: int, best: float) -> str:
+def ran_out(
+    params: CollectParams, bands: list, found: list, closest: list, iterations: int, best: float, runs: int
+) -> str:
     """The paragraph for a search whose budget ran out: each band missed and the nearest the search came to it."""
     missed = "; ".join(
         f"[{low:g}, {high:g}] (nearest: {near[0]:.1f} ± {near[1]:.1f})" if near else f"[{low:g}, {high:g}]"
@@ -180,7 +193,8 @@ def ran_out(params: CollectParams, bands: list, found: list, closest: list, iter
     )
     return (
         f"The behaviour policy did not reach the score band {missed} within collect.max_steps={params.max_steps} "
-        f"environment steps on {params.env_id} ({iterations} ARS iterations, collect.seed={params.seed}; best score "
+        f"environment steps on {params.env_id} ({iterations} ARS iterations in {runs} run(s) of at most "
+        f"collect.restart_steps={params.restart_steps}, collect.seed={params.seed}; best score "
         f"{best:.1f}{'; met ' + met if met else ''}). A band takes a policy whose mean score over "
         f"collect.eval_episodes={params.eval_episodes} episodes lies in it, spread (std) by at most "
         f"collect.max_spread={params.max_spread:g}. Raise collect.max_steps, widen the band or collect.max_spread, "
@@ -310,6 +324,7 @@ def source_metrics(data: D4RLData, behaviours: dict[str, Behaviour], params: Col
                 f"{name}_eval_episodes": len(b.returns),
                 f"{name}_iterations": b.iterations,
                 f"{name}_env_steps": b.env_steps,
+                f"{name}_ars_run": b.run,
             }
         )
     return {
