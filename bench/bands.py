@@ -1,8 +1,10 @@
 """Benchmark: how many ARS steps the demo's collection takes to each score band, for several collect seeds.
 
 For each `collect.seed` the demo's behaviour search (`train_behaviour`, the first policy ARS meets in each
-band of `collect.mixed_bands`, in whatever order) runs on its own, and the benchmark prints the env steps
-of training to each band, the score and spread of the policy found there, and the wall time. The step
+band of `collect.mixed_bands`, in whatever order, a fresh ARS run after every `collect.restart_steps`)
+runs on its own, and the benchmark prints the env steps of training to each band (all runs counted, and
+the run that found it when it was not the first), the score and spread of the policy found there, and the
+wall time. The step
 counts do not depend on the machine's load (the search is fixed by its seed), only on the processor and
 library builds. Target: for every seed, every band is reached within half of `collect.max_steps`.
 Exits 1 if not.
@@ -50,7 +52,8 @@ def main() -> None:
     collect = demo["collect"]
     print(
         f"bands {collect['mixed_bands']}, collect.max_spread {collect['max_spread']:g}, collect.max_steps "
-        f"{collect['max_steps']:,}; OpenBLAS kernels {blas_core()}; {' '.join(args.set)}"
+        f"{collect['max_steps']:,}, collect.restart_steps {collect['restart_steps']:,}; OpenBLAS kernels "
+        f"{blas_core()}; {' '.join(args.set)}"
     )
     for seed in (int(s) for s in args.seeds.split(",")):
         demo["collect"]["seed"] = seed
@@ -63,7 +66,8 @@ def main() -> None:
         cells = []
         for (low, high), b in zip(params.mixed_bands, found, strict=True):
             scores = normalized_score(b.returns, params.env_id)
-            cells.append(f"[{low:g},{high:g}] {b.env_steps:>9,} steps, {scores.mean():5.1f} ± {scores.std():4.1f}")
+            run = f" (run {b.run})" if b.run else ""
+            cells.append(f"[{low:g},{high:g}] {b.env_steps:>9,} steps{run}, {scores.mean():5.1f} ± {scores.std():4.1f}")
         print(f"seed {seed}: " + " | ".join(cells) + f" | {seconds:.0f} s", flush=True)
         worst = max(worst, *(b.env_steps for b in found))
     limit = MARGIN * params.max_steps

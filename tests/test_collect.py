@@ -24,6 +24,7 @@ from helpers import COLLECTED, params
 # Seconds: training must raise the score from about 11 (the untrained policy) into the band.
 TINY_VALUES = {"steps": 4000, "band_low": 14, "band_high": 100, "max_steps": 300_000, "eval_episodes": 2}
 TINY = CollectParams.from_params(params(collect=TINY_VALUES), COLLECTED)
+RESTART = 40_000  # env steps: too few for ARS runs 0-2 of TINY's seed to train into its band, enough for run 3
 
 
 def collect_into(tmp_path, params, name="raw"):
@@ -221,6 +222,25 @@ def test_a_band_takes_only_a_policy_whose_episodes_agree():
     assert normalized_score(steady.returns, "Hopper-v4").std() <= spread / 2
     assert steady.env_steps > first.env_steps
     assert TINY.band_low <= normalized_score(steady.returns, "Hopper-v4").mean() <= TINY.band_high
+
+
+@pytest.mark.slow
+def test_a_stuck_search_starts_afresh_and_keeps_the_bands_it_filled():
+    """An ARS run that has not filled every band after collect.restart_steps starts from scratch (seeded from
+    (seed, run)); the bands filled before stay, the steps of every run count, and the replay buffer is the
+    finding run's alone. Here runs 0 to 2 take more than RESTART steps to reach TINY's band and run 3 fewer,
+    while the first run passes through [1.5, 1.8] in its first iteration. Fails if a restart forgot a filled
+    band, continued the stuck run, reset the step count, or kept the earlier runs' episodes in the record."""
+    short = TINY.model_copy(update={"restart_steps": RESTART})
+    bands = [(TINY.band_low, TINY.band_high), (1.5, 1.8)]
+    record: list = []
+    trained, early = train_behaviour(short, bands, record)
+    assert early.run == 0 and trained.run == 3  # the first run's band kept, the other met by a fresh run
+    assert trained.env_steps >= 3 * RESTART  # each earlier run took at least restart_steps
+    for b, (low, high) in zip((trained, early), bands, strict=True):
+        assert low <= normalized_score(b.returns, "Hopper-v4").mean() <= high
+    # the record: the finding run's episodes up to its policy, not every run's since the start
+    assert 0 < sum(len(e["rewards"]) for e in record) <= trained.env_steps - 3 * RESTART
 
 
 @pytest.mark.slow
