@@ -123,7 +123,8 @@ def test_unreachable_band_is_an_error_not_a_weak_policy(tmp_path):
     hard = CollectParams.from_params(params(collect={**TINY_VALUES, "band_low": 95, "max_steps": 20_000}), COLLECTED)
     with pytest.raises(
         DtreproError,
-        match=r"did not reach the score band \[95, 100\] \(nearest: [\d.]+ ± [\d.]+\) within collect.max_steps=20000",
+        match=r"did not reach the score band \[95, 100\] \(nearest: [\d.]+ ± [\d.]+\) within collect.max_steps=20000 "
+        r"environment steps on Hopper-v4 \(\d+ ARS iterations in 1 run\(s\) of at most collect.restart_steps=",
     ):
         collect_into(tmp_path, hard)
     assert not any(tmp_path.iterdir())
@@ -202,6 +203,7 @@ def test_mixed_is_one_policy_per_band_met_in_any_order_each_rolled_out(tmp_path)
         assert low <= metrics[f"policy{i}_normalized_mean"] <= high
         assert metrics[f"policy{i}_normalized_std"] <= mixed.max_spread
     assert metrics["policy1_env_steps"] > metrics["policy2_env_steps"]  # the higher band, met later
+    assert metrics["policy1_ars_run"] == metrics["policy2_ars_run"] == 0  # both met by the first ARS run
     assert set(json.loads(policy_path.read_text())["policies"]) == {"policy1", "policy2"}
     data = read_d4rl(raw)
     assert data.metadata["kind"] == "mixed" and data.rows == 2 * mixed.steps

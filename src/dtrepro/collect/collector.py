@@ -198,7 +198,7 @@ def ran_out(
         f"{best:.1f}{'; met ' + met if met else ''}). A band takes a policy whose mean score over "
         f"collect.eval_episodes={params.eval_episodes} episodes lies in it, spread (std) by at most "
         f"collect.max_spread={params.max_spread:g}. Raise collect.max_steps, widen the band or collect.max_spread, "
-        "or try another collect.seed; no dataset was written."
+        "lower collect.restart_steps (more fresh ARS runs), or try another collect.seed; no dataset was written."
     )
 
 
