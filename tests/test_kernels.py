@@ -50,3 +50,28 @@ def blas_core_of_a_fresh_process(**env) -> str:
 def test_importing_dtrepro_before_numpy_runs_haswell_kernels_and_a_users_choice_wins():
     assert blas_core_of_a_fresh_process() == "Haswell"
     assert blas_core_of_a_fresh_process(**{BLAS_CORE_VAR: "Sandybridge"}) == "Sandybridge"
+
+
+@pytest.mark.skipif(not x86_with_avx2, reason="Haswell's kernels need an x86-64 processor with AVX2 and FMA")
+def test_numpy_loaded_before_dtrepro_is_named_before_a_collection():
+    """Fails if the check misses kernels that differ from the pin (a script importing gymnasium first, as
+    bench/collect.py once did, collected other data than the stage without a word)."""
+    code = "import numpy\nimport dtrepro\nfrom dtrepro.kernels import blas_core, unpinned_kernels\n"
+    code += "print(blas_core())\nprint(unpinned_kernels())"
+    clean = {k: v for k, v in os.environ.items() if k != BLAS_CORE_VAR}
+    running, why = (
+        subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .split("\n", 1)
+    )
+    if running == "Haswell":
+        pytest.skip("this processor's own choice is Haswell's kernels: nothing differs")
+    assert why.startswith(f"numpy runs OpenBLAS's {running} kernels, not the Haswell kernels")
+    assert "Import dtrepro before numpy" in why
+    code = "import dtrepro\nfrom dtrepro.kernels import unpinned_kernels\nprint(unpinned_kernels())"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "None"
+    )

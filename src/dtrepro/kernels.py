@@ -69,6 +69,19 @@ def blas_core() -> str:
     return "unknown"
 
 
+def unpinned_kernels() -> str | None:
+    """Why numpy runs other kernels than OPENBLAS_CORETYPE asks (numpy loaded before `dtrepro`), else None."""
+    asked, running = os.environ.get(BLAS_CORE_VAR), blas_core()
+    if not asked or running == "unknown" or running.lower() == asked.lower():
+        return None
+    return (
+        f"numpy runs OpenBLAS's {running} kernels, not the {asked} kernels {BLAS_CORE_VAR} asks for: numpy was "
+        f"loaded before dtrepro, so a collection here gives other data than the collect stage on this machine "
+        f"(the source metrics' blas_core says which ran). Import dtrepro before numpy (or anything that loads it), "
+        f"or set {BLAS_CORE_VAR} before Python starts."
+    )
+
+
 def numpy_simd() -> str:
     """The widest SIMD extension numpy dispatches its own loops to on this processor (e.g. AVX512_ICL)."""
     try:

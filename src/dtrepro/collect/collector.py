@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Annotated, Callable, Literal
 
@@ -44,6 +45,7 @@ from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
 from dtrepro.errors import DtreproError
+from dtrepro.kernels import unpinned_kernels
 from dtrepro.params import EnvId, Params, Seed
 from dtrepro.progress import progress
 from dtrepro.registry.datasets import COLLECTED, lookup
@@ -251,6 +253,8 @@ def collect(params: CollectParams, workers: int | None = None) -> tuple[D4RLData
 
     Episodes and rollouts run in `workers` processes (default: one per core); the data does not depend on it.
     """
+    if why := unpinned_kernels():
+        warnings.warn(why, stacklevel=2)
     kind = params.kind
     medium = ("medium", (params.band_low, params.band_high))
     expert = ("expert", (params.expert_band_low, params.expert_band_high))
