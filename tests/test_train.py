@@ -156,6 +156,34 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights_and_log(clean_f
     assert len(log_rows(whole / "log.tsv")) == 300 // 5
 
 
+def test_an_averaged_run_saves_the_average_and_resumes_to_the_uninterrupted_one(clean_file, tmp_path):
+    """train.ema_decay: last.pt holds the running average of the weights, not the last step's, and a killed run
+    resumes with that average whole (it fails if the resume state lost it)."""
+    params_path = write_params(tmp_path / "params.yaml", ema_decay=0.9)
+    cmd, whole = train_cmd(tmp_path, params_path, "whole", data=clean_file)
+    assert train_stage(cmd).returncode == 0
+    state = torch.load(resume_path(whole / "models"), weights_only=True)
+    last = weights(whole / "models" / "last.pt")
+    assert all(torch.equal(last[k], state["ema"][f"module.{k}"]) for k in last)
+    assert not all(torch.equal(last[k], state["model"][k]) for k in last)  # the average, not the step's weights
+    assert state["ema"]["n_averaged"] == 40
+
+    cmd, cut = train_cmd(tmp_path, params_path, "killed", data=clean_file)
+    assert train_stage(cmd, "-c", KILL_AT_STEP, "25").returncode == -signal.SIGKILL
+    resumed = train_stage(cmd)
+    assert resumed.returncode == 0 and "at step 20" in resumed.stdout
+    for name in ("last.pt", "best.pt"):
+        a, b = weights(whole / "models" / name), weights(cut / "models" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_without_averaging_last_pt_holds_the_last_step_s_weights(clean_file, tmp_path):
+    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml", steps=10), data=clean_file)
+    assert train_stage(cmd).returncode == 0
+    state, last = torch.load(resume_path(out / "models"), weights_only=True), weights(out / "models" / "last.pt")
+    assert state["ema"] is None and all(torch.equal(last[k], state["model"][k]) for k in last)
+
+
 OUTPUTS = ("models/last.pt", "models/best.pt", "log.tsv", "train.json")
 
 

@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.envs import make_env
@@ -62,6 +63,7 @@ class TrainParams(Params):
     weight_decay: Annotated[float, Field(ge=0)]
     warmup_steps: Annotated[int, Field(ge=0)]
     lr_decay: Literal["none", "cosine"]  # after warm-up: constant, or a cosine down to LR_FLOOR of lr at the last step
+    ema_decay: Annotated[float, Field(ge=0, lt=1)]  # 0: checkpoints hold the step's weights; else their running average
     steps: Annotated[int, Field(ge=1)]
     grad_clip: Annotated[float, Field(gt=0)]
     return_scale: Annotated[float, Field(gt=0)]
@@ -151,6 +153,7 @@ class Parts:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     refs: tuple[float, float, str]  # the reference scores its data carried (a Minari dataset's), else D4RL's
+    ema: AveragedModel | None  # the exponential moving average of the weights (train.ema_decay > 0)
 
     @classmethod
     def build(cls, params: TrainParams, run: Run, data_path, ddp: Distributed, scaler, fused_adamw: bool) -> "Parts":
@@ -167,11 +170,17 @@ class Parts:
             model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=fused_adamw
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, params))
-        return cls(params, run, data, data_sha256, sampler, model, optimizer, scheduler, scaler, refs)
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(params.ema_decay)) if params.ema_decay else None
+        return cls(params, run, data, data_sha256, sampler, model, optimizer, scheduler, scaler, refs, ema)
+
+    @property
+    def weights(self) -> DecisionTransformer:
+        """What is evaluated and saved: the weights' running average where train.ema_decay asks, else the model."""
+        return self.ema.module if self.ema is not None else self.model
 
     def checkpoint(self, step: int) -> Checkpoint:
         return Checkpoint(
-            model={k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            model={k: v.detach().cpu().clone() for k, v in self.weights.state_dict().items()},
             config=self.model.cfg.to_dict(),
             state_mean=torch.as_tensor(self.data.state_mean),
             state_std=torch.as_tensor(self.data.state_std),
@@ -188,13 +197,16 @@ class Parts:
         rng = ddp.gather({"cpu": torch.get_rng_state(), "cuda": cuda})
         optim = (self.optimizer.state_dict(), self.scheduler.state_dict(), self.scaler.state_dict())
         model = self.model.state_dict()
-        return ResumeState(key, step, model, *optim, rng, self.sampler.generator.get_state(), *best, log.rows)
+        ema = self.ema.state_dict() if self.ema is not None else None
+        return ResumeState(key, step, model, *optim, rng, self.sampler.generator.get_state(), *best, log.rows, ema)
 
     def restore(self, state: ResumeState, rank: int) -> None:
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
         self.scaler.load_state_dict(state.scaler)
+        if self.ema is not None:
+            self.ema.load_state_dict(state.ema)
         torch.set_rng_state(state.rng[rank]["cpu"])
         if state.rng[rank]["cuda"] is not None and self.data.states.is_cuda:
             torch.cuda.set_rng_state(state.rng[rank]["cuda"], self.data.states.device)
@@ -272,6 +284,7 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
             scaler.step(parts.optimizer)
             scaler.update()
             parts.scheduler.step()
+            parts.ema.update_parameters(model) if parts.ema is not None else None
             step += 1
             bar.update(1)
             row = meter.add(loss, step, parts.scheduler.get_last_lr()[0], bar)
@@ -295,7 +308,7 @@ def say(text: str) -> None:
 def evaluate_and_keep_best(parts: Parts, step: int, best: tuple[float, dict | None]) -> tuple[tuple, dict]:
     """A periodic evaluation: (the best so far, as (return, checkpoint fields)), and the log's evaluation fields."""
     params = parts.params
-    ret = evaluate_policy(parts.model, parts.data, params, parts.run.seed)
+    ret = evaluate_policy(parts.weights, parts.data, params, parts.run.seed)
     score = float(normalized_score(ret, params.env_id, parts.refs))
     if ret > best[0]:  # a NaN return is never the best
         best = (ret, asdict(parts.checkpoint(step)))

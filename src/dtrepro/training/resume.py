@@ -1,13 +1,13 @@
 """Checkpointing and resume: the state an interrupted train stage goes on from, kept outside DVC's outputs.
 
-DVC deletes a stage's outputs before it runs it, and restores them from its run-cache instead where
-the same command, deps and params ran before; so the state a killed run resumes from is no output. It
-lives beside them in a hidden, git-ignored folder, `<out-dir>/.resume/state.pt`, written atomically
-every `train.checkpoint_every` steps: the weights, the optimizer, scheduler, grad-scaler and RNG states,
-the best checkpoint so far and the training log. Only the run it belongs to uses it: its fingerprint
-covers the code of the stage's import closure, the data and every param that changes what is learnt,
-so an edit to the training code, other data or other params start afresh. A complete state (every step
-taken) writes the outputs again without training, as after `dvc repro -f`. The run's outputs, `last.pt`
+DVC deletes a stage's outputs before it runs it, and restores them from its run-cache instead where the same
+command, deps and params ran before; so the state a killed run resumes from is no output. It lives beside
+them in a hidden, git-ignored folder, `<out-dir>/.resume/state.pt`, written atomically every
+`train.checkpoint_every` steps: the weights (and their running average), the optimizer, scheduler,
+grad-scaler and RNG states, the best checkpoint so far and the training log. Only the run it belongs to uses it:
+its fingerprint covers the code of the stage's import closure, the data and every param that changes what is
+learnt, so an edit to the training code, other data or other params start afresh. A complete state (every
+step taken) writes the outputs again without training, as after `dvc repro -f`. The run's outputs, `last.pt`
 and `best.pt` (`dtrepro.agent.checkpoint`), are written once, at the end, from what this run computed.
 """
 
@@ -50,6 +50,7 @@ class ResumeState:
     best_return: float  # of the best periodic evaluation so far (-inf before the first)
     best: dict | None  # that evaluation's checkpoint (`Checkpoint` fields), None before
     log: list  # the training log's rows so far
+    ema: dict | None  # the weights' running average (`AveragedModel` state) where train.ema_decay > 0, else None
 
     def save(self, path: str | Path) -> None:
         save_torch(asdict(self), path)
