@@ -61,3 +61,14 @@ def test_a_shown_command_exists(page, argv):
         pass  # other programs' commands, run where they are tested (make docker-test, the cluster and DDP tests)
     else:
         pytest.fail(f"{page}: a command of an unknown program: {' '.join(argv)}")
+
+
+def test_the_readme_layout_is_the_tree_of_the_library_s_packages():
+    """One line a folder, each package of src/dtrepro named once: fails when a package is added, moved or renamed
+    without the README's layout following."""
+    readme = (ROOT / "README.md").read_text()
+    tree = re.search(r"## Layout\n\n```text\n(.*?)```", readme, re.S).group(1).splitlines()
+    packages = sorted(p.parent.name for p in (ROOT / "src/dtrepro").glob("*/__init__.py"))
+    shown = sorted(line.split()[0].rstrip("/") for line in tree if line.startswith("  "))
+    assert shown == packages
+    assert all(len(line) <= 120 for line in tree)
