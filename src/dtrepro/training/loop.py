@@ -284,7 +284,8 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
             scaler.step(parts.optimizer)
             scaler.update()
             parts.scheduler.step()
-            parts.ema.update_parameters(model) if parts.ema is not None else None
+            if parts.ema is not None:
+                parts.ema.update_parameters(model)
             step += 1
             bar.update(1)
             row = meter.add(loss, step, parts.scheduler.get_last_lr()[0], bar)
