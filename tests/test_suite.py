@@ -59,6 +59,43 @@ def test_the_performance_profile_is_the_fraction_of_runs_above_tau():
     assert np.all(profile["ci95_low"] <= profile["fraction"]) and np.all(profile["fraction"] <= profile["ci95_high"])
 
 
+def stratified_tasks(runs: int = 10) -> np.ndarray:
+    """A (runs, datasets) matrix whose datasets score far apart, so that resampling runs within each dataset
+    (stratified) and across all of them (not) give clearly different intervals."""
+    rng = np.random.default_rng(3)
+    return np.stack([rng.normal(m, 12.0, size=runs) for m in (10.0, 40.0, 70.0, 100.0, 130.0)], axis=1)
+
+
+@pytest.mark.filterwarnings("ignore:random_state is deprecated:FutureWarning")  # arch's, under rliable 1.2.0
+def test_the_aggregates_and_the_profile_agree_with_rliable_itself():
+    """Points exactly, intervals within Monte Carlo error (two bootstraps with their own random streams); a
+    resampling that ignored the datasets would fall outside that error."""
+    from rliable import library, metrics
+
+    scores, reps = stratified_tasks(), 20_000
+    ours = aggregates(scores, reps, 0)
+    for name, stat in (("mean", metrics.aggregate_mean), ("iqm", metrics.aggregate_iqm)):
+        point, ci = library.get_interval_estimates(
+            {"x": scores}, lambda s, f=stat: np.array([f(s)]), reps=reps, random_state=np.random.RandomState(1)
+        )
+        low, high = ci["x"][:, 0]
+        assert ours[name] == pytest.approx(point["x"][0], rel=1e-12)
+        width = high - low
+        assert abs(ours[f"{name}_ci95_low"] - low) < 0.05 * width
+        assert abs(ours[f"{name}_ci95_high"] - high) < 0.05 * width
+        pooled = np.random.default_rng(2).choice(scores.ravel(), size=(2000, scores.size))  # from all datasets at once
+        pooled_stat = iqm(pooled, axis=1) if name == "iqm" else pooled.mean(axis=1)
+        pooled_low, pooled_high = np.percentile(pooled_stat, [2.5, 97.5])
+        assert pooled_high - pooled_low > 2 * width
+    taus = np.array([0.0, 25.0, 50.0, 75.0, 100.0, 125.0])
+    profile = performance_profile(scores, taus, reps, 0)
+    theirs, bands = library.create_performance_profile({"x": scores}, taus, reps=reps)
+    np.testing.assert_allclose(profile["fraction"], theirs["x"], rtol=0, atol=1e-12)
+    step = 1 / scores.size  # a band's ends move in steps of one run
+    np.testing.assert_allclose(profile["ci95_low"], bands["x"][0], atol=2 * step + 1e-12)
+    np.testing.assert_allclose(profile["ci95_high"], bands["x"][1], atol=2 * step + 1e-12)
+
+
 @pytest.mark.slow
 def test_suite_smoke_runs_three_envs_offline_and_its_table_holds_every_dataset(tmp_path):
     """`make suite-smoke`: three envs' datasets of three kinds collected here, the whole pipeline as one DVC

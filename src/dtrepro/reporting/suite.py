@@ -9,9 +9,8 @@ Precipice"): the mean, the interquartile mean (IQM, the mean of the middle 50% o
 scores) with a 95% stratified bootstrap CI (runs resampled within each dataset), and the
 performance profile, the fraction of runs scoring above each threshold tau, with its own
 stratified bootstrap band. These follow rliable's definitions with numpy and scipy instead of
-rliable itself: rliable 1.2.0 requires arch<8, whose 7.2.0 fails at import with the pandas 3 that
-pip resolves beside this lock, and it would add arch, statsmodels, pandas and seaborn for what
-is a few lines here (tests/test_suite.py checks them against their definitions).
+rliable itself, which would pin pandas below 3 and add arch, statsmodels and seaborn to the image for
+what is a few lines here; the tests check them against rliable's own (docs/design.md).
 """
 
 from __future__ import annotations
