@@ -45,7 +45,7 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: install
-	$(BIN)/ruff check src stages tests bench
+	$(BIN)/ruff check src stages tests bench docs/hooks
 	$(BIN)/hadolint Dockerfile
 
 repro: install

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -13,6 +16,7 @@ import pytest  # noqa: E402
 
 from dtrepro.reporting.page import write_page  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FINDING = "Achieved return rises with the requested return: yes"
 
@@ -46,20 +50,51 @@ def open_offline(page_file):
     return text, images, asked
 
 
-def test_the_results_page_opens_offline_with_every_image_and_the_findings(tmp_path):
-    report, suite = tmp_path / "ablations.md", tmp_path / "suite.md"
+def write_results(folder, page):
+    """A report and a suite with their plots (three PNGs) under `folder`, and the page made of them."""
+    report, suite = folder / "ablations.md", folder / "suite.md"
     report.write_text(f"# Ablations\n\n- {FINDING} (targets 400 / 3600)\n\n| K | score |\n|---|---|\n| 20 | 102.0 |\n")
     suite.write_text("# Suite\n\n| dataset | ours |\n|---|---|\n| hopper-medium-v2 | 67.1 |\n")
     for name in ("d/return_conditioning.png", "d/context_length.png"):
-        _plot(tmp_path / "plots" / name, [1, 3, 2])
-    _plot(tmp_path / "suite-plots" / "scores.png", [2, 1])
-    write_page(
-        tmp_path / "index.html", [("Ablations", report, tmp_path / "plots"), ("Suite", suite, tmp_path / "suite-plots")]
-    )
+        _plot(folder / "plots" / name, [1, 3, 2])
+    _plot(folder / "suite-plots" / "scores.png", [2, 1])
+    write_page(page, [("Ablations", report, folder / "plots"), ("Suite", suite, folder / "suite-plots")])
+
+
+def test_the_results_page_opens_offline_with_every_image_and_the_findings(tmp_path):
+    write_results(tmp_path, tmp_path / "index.html")
     text, images, asked = open_offline(tmp_path / "index.html")
     assert FINDING in text and "hopper-medium-v2" in text and "102.0" in text
     assert len(images) == 3 and all(src == "data:image/png;base64" and width > 0 for src, width in images)
     assert asked == []
+
+
+def build_docs(root):
+    """mkdocs build --strict of this repository's site with `root` as the checkout; its Results page's path."""
+    for name in ("mkdocs.yml", "dvc.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "docs", root / "docs")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet"], cwd=root, env=env, check=True, timeout=300
+    )
+    return root / "site" / "results" / "index.html"
+
+
+def test_the_docs_results_page_is_this_checkout_s_run_and_opens_offline(tmp_path):
+    """Built where the page stage has written results/index.html, the site's Results page holds that run's
+    findings and tables with its plots loaded; built where it has not, it says there is no run yet."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text, images, _ = open_offline(build_docs(empty))
+    assert "This checkout has no run's results yet" in text and FINDING not in text and images == []
+    ran = tmp_path / "ran"
+    (ran / "results").mkdir(parents=True)
+    write_results(ran / "results", ran / "results" / "index.html")
+    text, images, _ = open_offline(build_docs(ran))
+    assert FINDING in text and "102.0" in text and "hopper-medium-v2" in text and "no run's results" not in text
+    embedded = [w for src, w in images if src == "data:image/png;base64"]
+    assert len(embedded) == 3 and all(w > 0 for w in embedded)
 
 
 def test_a_damaged_image_is_seen_as_not_loaded(tmp_path):

@@ -67,8 +67,17 @@ def test_the_readme_layout_is_the_tree_of_the_library_s_packages():
     """One line a folder, each package of src/dtrepro named once: fails when a package is added, moved or renamed
     without the README's layout following."""
     readme = (ROOT / "README.md").read_text()
-    tree = re.search(r"## Layout\n\n```text\n(.*?)```", readme, re.S).group(1).splitlines()
+    tree = re.search(r"## Layout\n\n.*?```text\n(.*?)```", readme, re.S).group(1).splitlines()
     packages = sorted(p.parent.name for p in (ROOT / "src/dtrepro").glob("*/__init__.py"))
     shown = sorted(line.split()[0].rstrip("/") for line in tree if line.startswith("  "))
     assert shown == packages
     assert all(len(line) <= 120 for line in tree)
+
+
+def test_the_development_page_names_every_top_level_module():
+    """The README's tree shows the packages; docs/development.md (which includes that tree) names each module
+    beside them, so that a new one is placed as it is added."""
+    page = (ROOT / "docs/development.md").read_text()
+    assert '--8<-- "README.md:layout"' in page
+    modules = [p.name for p in (ROOT / "src/dtrepro").glob("*.py") if p.name != "__init__.py"]
+    assert [m for m in modules if f"`{m}`" not in page] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 from markdown_it import MarkdownIt
@@ -56,3 +57,21 @@ def write_page(path: Path, sections: list[tuple[str, Path, Path]]) -> None:
     )
     with atomic_output(path) as tmp:
         tmp.write_text(page)
+
+
+NO_RUN = (
+    "This checkout has no run's results yet: `make demo` (or any `dvc exp run`) writes {page}, and `make docs`"
+    " then shows them here."
+)
+
+
+def run_sections(page: Path) -> str:
+    """The sections of a page `write_page` wrote (its tables, findings and embedded plots) as an HTML block for
+    another page, the docs site's Results: one paragraph saying there is no run when `page` does not exist."""
+    if not page.exists():
+        return NO_RUN.format(page=page.name)
+    body = re.search(r"<body>(.*)</body>", page.read_text(), re.S)
+    if body is None:
+        raise DtreproError(f"{page} is not a results page written by the page stage; run `dvc repro page` again.")
+    sections = re.sub(r"<nav>.*?</nav>", "", body.group(1), count=1, flags=re.S).strip()
+    return f'<div class="dtrepro-run">\n{sections}\n</div>'
