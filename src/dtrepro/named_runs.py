@@ -1,8 +1,8 @@
 """Named runs: a named set of values from profiles/, run as a DVC experiment of that name.
 
-`profiles/NAME.yaml` holds part of a params.yaml (and may name, as `base:`, a profile
+`profiles/NAME.yaml` holds part of a params.yaml (and may name, as `base:`, a named run
 it builds on). `run NAME` takes the committed
-params.yaml (HEAD's: the D4RL defaults), puts the profile and any `-S key=value` on
+params.yaml (HEAD's: the D4RL defaults), puts the named run's values and any `-S key=value` on
 top, and hands every value that differs from the workspace's params.yaml to
 `dvc exp run -n NAME -S key=value ...`. DVC itself writes params.yaml, runs what
 changed, records dvc.lock and keeps the experiment under NAME, so `dvc status`,
@@ -38,7 +38,7 @@ from dtrepro.params import PARAMS_FILE, RUN_VALUES, check_run_values, flatten, l
 
 PROFILES_DIR = "profiles"
 DEFAULT = "default"
-BASE = "base"  # a profile's key naming the profile it builds on
+BASE = "base"  # the key of a named run's file naming the named run it builds on
 PENDING = "-pending"  # the suffix of a named run's experiment until it has succeeded
 
 
@@ -84,7 +84,7 @@ def resolve(root: Path, name: str, assignments: list[str], _seen: tuple[str, ...
     if name != DEFAULT:
         path = root / PROFILES_DIR / f"{name}.yaml"
         profile = load_yaml(path)
-        base = profile.pop(BASE, None)  # a profile may build on another: `base: smoke`
+        base = profile.pop(BASE, None)  # a named run may build on another: `base: smoke`
         if base is not None:
             if not isinstance(base, str) or base in (name, DEFAULT, *_seen):
                 chain = " -> ".join([*_seen, name, str(base)])
