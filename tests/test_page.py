@@ -71,7 +71,7 @@ def test_the_results_page_opens_offline_with_every_image_and_the_findings(tmp_pa
 
 def build_docs(root):
     """mkdocs build --strict of this repository's site with `root` as the checkout; its Results page's path."""
-    for name in ("mkdocs.yml", "dvc.yaml"):
+    for name in ("mkdocs.yml", "dvc.yaml", "README.md"):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "docs", root / "docs")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
@@ -81,6 +81,7 @@ def build_docs(root):
     return root / "site" / "results" / "index.html"
 
 
+@pytest.mark.slow  # two builds of the site
 def test_the_docs_results_page_is_this_checkout_s_run_and_opens_offline(tmp_path):
     """Built where the page stage has written results/index.html, the site's Results page holds that run's
     findings and tables with its plots loaded; built where it has not, it says there is no run yet."""
