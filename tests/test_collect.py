@@ -212,6 +212,7 @@ def test_mixed_is_one_policy_per_band_met_in_any_order_each_rolled_out(tmp_path)
     assert returns[0] > returns[1]  # the first half is the first band's, better, policy
 
 
+@pytest.mark.slow  # two ARS searches
 def test_a_band_takes_only_a_policy_whose_episodes_agree():
     """A policy whose mean lies in the band but whose evaluation episodes' scores spread by more than
     collect.max_spread is passed over for a later, steadier one."""

@@ -115,7 +115,7 @@ def test_a_failed_download_never_deletes_the_user_s_folder(minari_home):
     mine.mkdir(parents=True)
     (mine / "notes.txt").write_text("mine")
     with pytest.raises(DtreproError):
-        load("mujoco/hopper/medium-v0", remote=True, deadline_s=3)
+        load("mujoco/hopper/medium-v0", remote=True, deadline_s=1)
     assert (mine / "notes.txt").read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     assert sorted(p.name for p in minari_home.iterdir()) == ["mujoco"]  # no temporary folder left
     assert os.environ[MINARI_PATH_VAR] == str(minari_home)
@@ -128,7 +128,7 @@ def test_an_absent_id_offline_is_one_paragraph_naming_the_id_the_folder_and_what
     assert "mujoco/hopper/medium-v0" in message and str(minari_home) in message
     assert "minari download mujoco/hopper/medium-v0" in message and "data.minari_remote is false" in message
     with pytest.raises(DtreproError) as remote:  # the remote unreachable here: within the deadline, same advice
-        load("mujoco/hopper/medium-v0", remote=True, deadline_s=3)
+        load("mujoco/hopper/medium-v0", remote=True, deadline_s=1)
     message = one_line(str(remote.value))
     assert "Minari's remote could not provide it" in message and "minari download mujoco/hopper/medium-v0" in message
     assert not (minari_home / "mujoco" / "hopper" / "medium-v0").exists()
