@@ -8,10 +8,13 @@ paragraph (no traceback) and exits non-zero.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import signal
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -53,6 +56,55 @@ def quiet_interrupts() -> None:
             previous(kind, value, traceback)
 
     sys.excepthook = hook
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a parent ignores it
+        signal.signal(signal.SIGINT, _interrupt_outside_imports)
+
+
+DEFER_LIMIT_S = 10.0  # an import that hangs longer is interrupted where it stands
+_resending = threading.Event()
+_deferred_since: float | None = None
+
+
+def _interrupt_outside_imports(signum, frame):
+    """SIGINT's handler: KeyboardInterrupt, as Python's own, except inside an import. Raised there (a stage spends
+    its first seconds importing torch, numpy, h5py), extension modules' C initialisation loses it (torch imports
+    numpy from C and clears the error, numpy.random's Cython modules too: the program goes on) or aborts on it
+    (pybind11 calls std::terminate); so there the signal is sent again a moment later, until it lands outside."""
+    global _deferred_since
+    now = time.monotonic()
+    since = now if _deferred_since is None else _deferred_since
+    if not _importing(frame) or now - since > DEFER_LIMIT_S:
+        _deferred_since = None
+        signal.default_int_handler(signum, frame)
+    _deferred_since = since
+    if not _resending.is_set():
+        _resending.set()
+        threading.Thread(target=_resend, args=(signum,), daemon=True).start()
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if "importlib" in frame.f_code.co_filename and "_bootstrap" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _resend(signum: int) -> None:
+    time.sleep(0.02)
+    _resending.clear()
+    if _deferred_since is not None:
+        os.kill(os.getpid(), signum)
+
+
+def raise_deferred_interrupt() -> None:
+    """Raise the Ctrl-C that came while the program was importing and has not been raised yet (a short program
+    can end before it lands outside an import)."""
+    global _deferred_since
+    if _deferred_since is not None:
+        _deferred_since = None
+        raise KeyboardInterrupt
 
 
 def _say(message: str) -> None:
@@ -115,7 +167,9 @@ def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None =
     try:
         check_own_package()
         check_run_values()
+        raise_deferred_interrupt()
         main(argv)
+        raise_deferred_interrupt()
         check_run_values()  # a stage that ran while its values changed is not recorded as done
     except DtreproError as err:
         _say(str(err))
