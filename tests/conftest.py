@@ -4,6 +4,7 @@ from dtrepro.cpus import set_thread_defaults
 
 set_thread_defaults()  # the stages' thread choice, before anything loads torch: durations stop depending on load
 
+import signal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -12,6 +13,11 @@ from dtrepro.data.d4rl import write_d4rl  # noqa: E402
 from dtrepro.testing.hopper import hopper_dataset  # noqa: E402
 
 from helpers import copy_repo  # noqa: E402
+
+# run in the background by a script (`cmd &`), the suite inherits an ignored SIGINT, and so would every process it
+# starts: the tests that stop stages with Ctrl-C take SIGINT's own behaviour back, as in a terminal
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

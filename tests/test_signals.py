@@ -119,7 +119,7 @@ def test_a_ctrl_c_inside_an_import_is_raised_after_it(tmp_path, after):
     (tmp_path / "swallows.py").write_text(SWALLOWS)
     script = tmp_path / "prog.py"
     script.write_text(
-        "from dtrepro.errors import run_stage\nimport swallows\nprint('imported')\n"
+        "import time\nfrom dtrepro.errors import run_stage\nimport swallows\nprint('imported')\n"
         f"def main(argv):\n    {after}\n    print('finished')\nrun_stage(main)\n"
     )
     env = repo_env(ROOT)

@@ -50,6 +50,7 @@ def dvc(
             stderr=(subprocess.STDOUT if tee is not None else subprocess.PIPE) if piped else None,
             text=True,
             start_new_session=True,  # its own process group: the signals reach it through forwarding_signals only
+            preexec_fn=_heed_sigint,
         )
     except FileNotFoundError:
         raise DtreproError("dvc is not installed in this environment: run `make install`.") from None
@@ -62,6 +63,12 @@ def dvc(
             tee.append(line)
         proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(tee), "")
+
+
+def _heed_sigint() -> None:
+    """In the child before dvc starts: SIGINT's default action, even where this run was started with it ignored
+    (`nohup dtrepro run ... &` from a script), so that `_stop_group`'s SIGINT stops dvc and its stage."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 GRACE_S = 60  # how long an interrupted command may take to stop (a stage removing its temporaries) before SIGKILL
