@@ -43,7 +43,8 @@ def raise_on_sigterm() -> None:
 
 def quiet_interrupts() -> None:
     """A Ctrl-C that reaches the top of a program (while a stage script is still importing torch, before
-    `run_stage` runs) ends it with one line instead of a traceback of the import machinery."""
+    `run_stage` runs) ends it with one line instead of a traceback of the import machinery; one that lands inside
+    an import is raised once the import ends (`_interrupt_outside_imports`)."""
     previous = sys.excepthook
 
     def hook(kind, value, traceback):
