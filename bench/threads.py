@@ -2,8 +2,8 @@
 
 The train stage's own loop (`train`, ms/step from its log's throughput) for a preset (default: the
 `demo` one), in a fresh process per measurement so that OpenMP starts with the settings under test:
-- `project`: what the stages use (`dtrepro.cpus.thread_settings`: threads = the usable CPUs, a short
-  OpenMP spin before an idle worker sleeps);
+- `project`: what the stages use (`dtrepro.cpus`: threads = the usable CPUs, lowered while other processes
+  use them, `follow_load`; OpenMP's own spin);
 - `torch`: torch's own defaults (a thread per core, GNU OpenMP's spin of 300,000);
 - and, with `--all`, one thread, and two threads with `OMP_WAIT_POLICY=PASSIVE`.
 Each runs alone, beside a busy one-thread torch matmul loop, beside a plain Python busy loop, and
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dtrepro.cpus import thread_settings, usable_cpus
+from dtrepro.cpus import OURS_VAR, thread_settings, usable_cpus
 
 from common import clean_hopper_file, preset_params
 
@@ -47,7 +47,8 @@ LOADS = {
 
 def settings(name: str) -> dict[str, str]:
     """The environment a measured process starts with: OpenMP's settings under test, nothing else of ours."""
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    ours = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", OURS_VAR)
+    base = {k: v for k, v in os.environ.items() if k not in ours}
     cpus = str(usable_cpus())
     if name.startswith("spin="):  # an exploration: two threads with that spin count
         return {**base, "OMP_NUM_THREADS": cpus, "GOMP_SPINCOUNT": name[5:], "TQDM_DISABLE": "1"}

@@ -214,6 +214,28 @@ def test_retraining_on_the_cpu_gives_byte_identical_checkpoints(clean_file, tmp_
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
 
 
+def test_one_thread_and_two_train_byte_identical_checkpoints(clean_file, tmp_path):
+    """The thread count follows the machine's load (`dtrepro.cpus.follow_load`) in bf16-autocast training: a
+    stage on one thread writes the bytes of one on two."""
+    import os
+
+    from dtrepro.device import autocast_dtype
+
+    if autocast_dtype(torch.device("cpu"), "auto") != torch.bfloat16:
+        pytest.skip("this CPU has no native bf16: its float32 training keeps a fixed thread count")
+    params_path = write_params(tmp_path / "params.yaml", steps=20, batch_size=64, amp="auto")
+    outs = []
+    for threads in ("1", "2"):
+        cmd, out = train_cmd(tmp_path, params_path, f"t{threads}", data=clean_file)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1"}
+        env.pop("DTREPRO_OMP_DEFAULTS", None)  # the user's count: fixed, not governed
+        proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr.decode()
+        outs.append(out)
+    for name in OUTPUTS[:2]:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+
+
 def test_another_code_fingerprint_starts_afresh(clean_file, tmp_path):
     """A resume state is used only by the code that wrote it: an edit to the training code never keeps old weights."""
     chosen = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": 10}), HOPPER)

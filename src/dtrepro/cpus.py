@@ -1,4 +1,4 @@
-"""How many CPUs this process may really use, and torch's CPU threads set from that before torch starts them.
+"""How many CPUs this process may really use, and torch's CPU threads: sized from that, then following the load.
 
 torch sizes its OpenMP pool by the cores of the machine, and GNU OpenMP's workers spin-wait for work
 between parallel regions. On a machine whose other cores are busy (a laptop, a cloud VM, a shared
@@ -6,12 +6,15 @@ cluster node, DVC's queue running two experiments, CI) a worker spins for a part
 scheduled, and a training step takes up to 40 times longer (bench/threads.py). So every stage sizes
 its threads, its worker processes and its env-stepping threads by `usable_cpus()`: the CPUs the
 process is allowed (its affinity mask), the cgroup's CPU quota, and `SLURM_CPUS_PER_TASK`, whichever
-is smallest, or `DTREPRO_CPUS` when set. And OpenMP's idle workers spin only briefly (`OMP_SPIN_COUNT`)
-before they sleep, leaving the core to whoever needs it. The thread count is fixed by those limits
-alone, never by the load of the moment, so that the same inputs give the same bits. OpenMP reads its
-settings once, when torch loads it, so `set_thread_defaults` runs when the `dtrepro` package is
-imported, before any of its modules imports torch; a value the user set in the environment
-(`OMP_NUM_THREADS`, `GOMP_SPINCOUNT`, `OMP_WAIT_POLICY`) is left as it is.
+is smallest, or `DTREPRO_CPUS` when set. The training and evaluation loops then call `follow_load()`:
+twice a second it reads how much of those CPUs other processes used (`/proc/stat`, less this process's
+own time) and gives torch only the CPUs left free, at least one, so that no worker waits for a core
+that is not there; alone, torch keeps every usable CPU and OpenMP's own long spin, which is what makes
+it fast. The thread count does not change the bits of a bf16-autocast training step or of a forward pass
+(`dtrepro.agent.model.LayerNorm`; tested); a float32 training step on the CPU it does change, so there the
+count stays fixed. OpenMP
+reads its settings once, when torch loads it, so `set_thread_defaults` runs when the `dtrepro` package is
+imported, before any of its modules imports torch; an `OMP_NUM_THREADS` the user set is kept, fixed.
 """
 
 from __future__ import annotations
@@ -19,17 +22,15 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from dtrepro.errors import DtreproError
 
 CPUS_VAR = "DTREPRO_CPUS"  # the explicit setting: the CPUs every stage may use
-# Spins before an idle OpenMP worker sleeps: the count GNU OpenMP itself falls back to when its threads
-# outnumber the CPUs (its default otherwise, 300,000, spins for milliseconds). bench/threads.py on a 2-core
-# machine, demo preset: beside a busy process or a second training the default spin made steps 2.6x to 23x
-# slower, this one 1.7x to 2x (a fair share of the cores), at about a tenth slower alone; 10,000 spins were as
-# slow alone and 3.5x slower beside a busy process.
-OMP_SPIN_COUNT = 1_000
+OURS_VAR = "DTREPRO_OMP_DEFAULTS"  # the OpenMP settings the project chose (not the user): those it may change
+FOLLOW_EVERY_S = 0.5  # how often the thread count is checked against the load
+STAT = Path("/proc/stat")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -102,11 +103,11 @@ def torch_threads() -> int:
 
 
 def thread_settings() -> dict[str, str]:
-    """The environment OpenMP starts with: the user's own values, else ours."""
-    ours = {"OMP_NUM_THREADS": str(usable_cpus())}
-    if "OMP_WAIT_POLICY" not in os.environ:  # an explicit wait policy sets the spin count itself
-        ours["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
-    return {key: os.environ.get(key, value) for key, value in ours.items()}
+    """The environment OpenMP starts with: the user's own thread count, else the usable CPUs (and a note that
+    the project chose it, which `follow_load` may then lower)."""
+    if os.environ.get("OMP_NUM_THREADS") and os.environ.get(OURS_VAR) != "OMP_NUM_THREADS":
+        return {"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
+    return {"OMP_NUM_THREADS": str(usable_cpus()), OURS_VAR: "OMP_NUM_THREADS"}
 
 
 def set_thread_defaults() -> None:
@@ -116,5 +117,90 @@ def set_thread_defaults() -> None:
         os.environ.update(thread_settings())
     except DtreproError:
         return
-    if "torch" in sys.modules:  # loaded before us: its OpenMP keeps its spin, but takes the thread count
+    if "torch" in sys.modules:  # loaded before us: it takes the thread count still
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def busy_ticks(cpus: set[int], stat: Path = STAT) -> int | None:
+    """Clock ticks the CPUs `cpus` have spent busy (user, nice, system, irq, softirq, and steal: time the host
+    gave to someone else), or None where /proc/stat cannot be read."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    total = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, _, _, irq, softirq, steal = (int(x) for x in fields[:8])
+            total += user + nice + system + irq + softirq + steal
+    return total
+
+
+def free_cpus(cpus: int, allowed: int, others: float) -> float:
+    """The CPUs left to this process: its usable CPUs, or fewer where others use the allowed ones."""
+    return min(float(cpus), allowed - others)
+
+
+def threads_for(free: float, current: int, cpus: int) -> int:
+    """The thread count for `free` CPUs: one less as soon as half a CPU is taken, one more once the CPU is
+    all but free again (hysteresis, so that a count does not flap), at least one, at most `cpus`."""
+    if math.floor(free + 0.5) < current:
+        return max(1, math.floor(free + 0.5))
+    if math.floor(free + 0.2) > current:
+        return min(cpus, math.floor(free + 0.2))
+    return current
+
+
+class Governor:
+    """torch's thread count, following the CPUs other processes leave free (see the module's docstring)."""
+
+    def __init__(self, stat: Path = STAT, clock=time.monotonic, same_bits: bool = True):
+        self.cpus, self.stat, self.clock = torch_threads(), stat, clock
+        self.allowed = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+        ours = os.environ.get(OURS_VAR) == "OMP_NUM_THREADS"
+        self.active = same_bits and ours and self.cpus > 1 and bool(self.allowed)
+        self.threads, self.last = self.cpus, self._sample()
+        self.active = self.active and self.last[1] is not None
+
+    def _sample(self) -> tuple[float, int | None, float]:
+        times = os.times()
+        return self.clock(), busy_ticks(self.allowed, self.stat), times.user + times.system
+
+    def others(self, before: tuple, after: tuple) -> float:
+        """CPUs other processes used between two samples: the allowed CPUs' busy time less this process's."""
+        elapsed = after[0] - before[0]
+        busy = (after[1] - before[1]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, (busy - (after[2] - before[2])) / elapsed) if elapsed > 0 else 0.0
+
+    def tick(self) -> int:
+        """Check the load if it is time to, and set torch's threads; the thread count in use."""
+        if self.active and self.clock() - self.last[0] >= FOLLOW_EVERY_S:
+            sample = self._sample()
+            if sample[1] is not None:
+                free = free_cpus(self.cpus, len(self.allowed), self.others(self.last, sample))
+                threads = threads_for(free, self.threads, self.cpus)
+                if threads != self.threads:
+                    import torch
+
+                    torch.set_num_threads(threads)
+                    self.threads = threads
+            self.last = sample
+        return self.threads
+
+
+_governor: Governor | None = None
+
+
+def follow_load(restart: bool = False, same_bits: bool = True) -> int:
+    """The process's governor's `tick()` (made, and torch's threads set to the usable CPUs, on the first call
+    or with `restart`): call it once a step in a compute loop. `same_bits=False` where the work's results
+    depend on the thread count (a float32 training step on the CPU: torch's softmax backward and some of
+    MKL's matrix products): the count then stays fixed."""
+    global _governor
+    if _governor is None or restart:
+        import torch
+
+        _governor = Governor(same_bits=same_bits)
+        torch.set_num_threads(_governor.threads)
+    return _governor.tick()

@@ -12,13 +12,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.policy import policy_from_checkpoint
 from dtrepro.atomic import atomic_output, write_json
-from dtrepro.cpus import torch_threads
+from dtrepro.cpus import follow_load
 from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EPISODE_FIELDS, EvalParams, metric_key
@@ -41,7 +40,7 @@ def evaluate_checkpoints(
 ) -> dict:
     """Evaluate `last.pt` and `best.pt` at every target; write per-episode rows (CSV) and flat metrics (JSON)."""
     device = pick_device(params.device, "eval.device")
-    torch.set_num_threads(torch_threads())  # the CPUs this process may really use, not the machine's cores
+    follow_load(restart=True)  # the CPUs this process may really use and others leave free (dtrepro.cpus)
     seeds = params.episode_seeds * len(params.targets)
     targets = np.repeat(params.targets, params.episodes)
     metrics = {"env_id": params.env_id, "episodes": params.episodes, "seed": params.seed}

@@ -32,7 +32,7 @@ from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, ModelParams, action_loss
 from dtrepro.agent.policy import Policy
 from dtrepro.atomic import atomic_output, write_json
-from dtrepro.cpus import torch_threads
+from dtrepro.cpus import follow_load
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import read_d4rl, require_regular_file
 from dtrepro.device import autocast_dtype, pick_device
@@ -249,13 +249,14 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
 
     `code_sha256` stands for the training code (the stage's import closure) in the resume fingerprint."""
     # -- the speed switches, all in one place ------------------------------------------------------------
-    torch.set_num_threads(torch_threads())  # the CPUs this process may really use, not the machine's cores
     ddp = Distributed.from_env(pick_device(params.device))  # cuda if present; under torchrun cuda:LOCAL_RANK
     device = ddp.device
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
     amp_dtype = autocast_dtype(device, params.amp)  # bf16 autocast, fp16 where the GPU lacks bf16, or None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
+    # torch's threads: the CPUs this process may use, lowered while others use them where that keeps the bits
+    follow_load(restart=True, same_bits=device.type == "cuda" or amp_dtype == torch.bfloat16)
     fused_adamw = device.type == "cuda"
     # ------------------------------------------------------------------------------------------------------
 
@@ -273,6 +274,7 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
     meter, model = Meter(params, run, device), parts.model.train()
     with progress(total=params.steps, initial=step, desc="train", unit="step", shown=ddp.main) as bar:
         while step < params.steps:
+            follow_load()
             batch = parts.sampler.sample()
             with autocast:
                 pred = net(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["mask"])
