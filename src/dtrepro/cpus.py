@@ -12,9 +12,9 @@ own time) and gives torch only the CPUs left free, at least one, so that no work
 that is not there; alone, torch keeps every usable CPU and OpenMP's own long spin, which is what makes
 it fast. The thread count does not change the bits of a bf16-autocast training step or of a forward pass
 (`dtrepro.agent.model.LayerNorm`; tested); a float32 training step on the CPU it does change, so there the
-count stays fixed. OpenMP
-reads its settings once, when torch loads it, so `set_thread_defaults` runs when the `dtrepro` package is
-imported, before any of its modules imports torch; an `OMP_NUM_THREADS` the user set is kept, fixed.
+count stays fixed. OpenMP reads its settings once, when torch loads it, so `set_thread_defaults` runs when
+the `dtrepro` package is imported, before any of its modules imports torch; an `OMP_NUM_THREADS` the user
+set is kept, fixed.
 """
 
 from __future__ import annotations
@@ -137,11 +137,6 @@ def busy_ticks(cpus: set[int], stat: Path = STAT) -> int | None:
     return total
 
 
-def free_cpus(cpus: int, allowed: int, others: float) -> float:
-    """The CPUs left to this process: its usable CPUs, or fewer where others use the allowed ones."""
-    return min(float(cpus), allowed - others)
-
-
 def threads_for(free: float, current: int, cpus: int) -> int:
     """The thread count for `free` CPUs: one less as soon as half a CPU is taken, one more once the CPU is
     all but free again (hysteresis, so that a count does not flap), at least one, at most `cpus`."""
@@ -158,10 +153,9 @@ class Governor:
     def __init__(self, stat: Path = STAT, clock=time.monotonic, same_bits: bool = True):
         self.cpus, self.stat, self.clock = torch_threads(), stat, clock
         self.allowed = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
-        ours = os.environ.get(OURS_VAR) == "OMP_NUM_THREADS"
-        self.active = same_bits and ours and self.cpus > 1 and bool(self.allowed)
         self.threads, self.last = self.cpus, self._sample()
-        self.active = self.active and self.last[1] is not None
+        ours = os.environ.get(OURS_VAR) == "OMP_NUM_THREADS"
+        self.active = same_bits and ours and self.cpus > 1 and self.last[1] is not None
 
     def _sample(self) -> tuple[float, int | None, float]:
         times = os.times()
@@ -178,7 +172,7 @@ class Governor:
         if self.active and self.clock() - self.last[0] >= FOLLOW_EVERY_S:
             sample = self._sample()
             if sample[1] is not None:
-                free = free_cpus(self.cpus, len(self.allowed), self.others(self.last, sample))
+                free = min(self.cpus, len(self.allowed) - self.others(self.last, sample))  # left to this process
                 threads = threads_for(free, self.threads, self.cpus)
                 if threads != self.threads:
                     import torch
