@@ -53,7 +53,7 @@ ENV, EPISODES, TARGET = "Hopper-v4", 20, 3600.0
 def trained_paper_model(tmp: Path, steps: int) -> Policy:
     clean, _ = clean_hopper_file(tmp, 100_000)
     chosen = preset_params(steps=steps, warmup_steps=50, lr=6e-4, eval_every=10**9, eval_episodes=1)
-    train(chosen, Run(20, 0), clean, tmp / "m", tmp / "log.tsv", tmp / "train.json")
+    train(chosen, Run(20, 0), clean, tmp / "m", tmp / "log.tsv", tmp / "train.json", dataset=HOPPER)
     return policy_from_checkpoint(tmp / "m" / "last.pt")[0]
 
 

@@ -68,7 +68,7 @@ def bench_train(clean: Path, tmp: Path, device: torch.device, steps: int) -> dic
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    metrics = train(params, Run(20, 0), clean, tmp / "m", tmp / "log.tsv", tmp / "train.json")
+    metrics = train(params, Run(20, 0), clean, tmp / "m", tmp / "log.tsv", tmp / "train.json", dataset=DATASET)
     wall = time.perf_counter() - start
     ckpt = load_checkpoint(tmp / "m" / "last.pt")
     rates = [float(r) for r in (line.split("\t")[3] for line in (tmp / "log.tsv").read_text().splitlines()[1:]) if r]
@@ -94,7 +94,7 @@ def bench_fp16(clean: Path, tmp: Path, device: torch.device) -> str:
         return "not run (CPU: bf16 or float32 only)"
     params = large_batch(device, 50, compile=False)
     with mock.patch("torch.cuda.is_bf16_supported", return_value=False):
-        metrics = train(params, Run(20, 0), clean, tmp / "fp16", tmp / "fp16.tsv", tmp / "fp16.json")
+        metrics = train(params, Run(20, 0), clean, tmp / "fp16", tmp / "fp16.tsv", tmp / "fp16.json", dataset=DATASET)
     scale = load_checkpoint(tmp / "fp16" / "last.pt")["scaler"].get("scale")
     finite = metrics["final_loss"] is not None and np.isfinite(metrics["final_loss"])
     loss = f"final loss {metrics['final_loss']:.4f} ({'finite' if finite else 'NOT finite'})"
@@ -116,7 +116,7 @@ def bench_eval(tmp: Path, device: torch.device, episodes: int) -> dict:
         ),
     ):
         start = time.perf_counter()
-        evaluate_checkpoints(tmp / "m", chosen, tmp / "eval.json", tmp / "eval.csv", progress=False)
+        evaluate_checkpoints(tmp / "m", chosen, tmp / "eval.json", tmp / "eval.csv", progress=False, dataset=DATASET)
         wall = time.perf_counter() - start
     lengths = np.array([int(line.split(",")[6]) for line in (tmp / "eval.csv").read_text().splitlines()[1:]])
     n = len(chosen.targets) * episodes  # per checkpoint; best.pt == last.pt here, so one set of episodes ran

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from dtrepro.cpus import OURS_VAR, thread_settings, usable_cpus
 
-from common import clean_hopper_file, preset_params
+from common import HOPPER, clean_hopper_file, preset_params
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, K = 200_000, 20
@@ -67,7 +67,7 @@ def child(preset: str, steps: int, data: Path, out: Path) -> None:
     from dtrepro.training.loop import train
 
     params = preset_params(preset, steps=steps, log_every=10, eval_every=10**9, checkpoint_every=10**9)
-    train(params, Run(K, 0), data, out / "models", out / "log.tsv", out / "train.json")
+    train(params, Run(K, 0), data, out / "models", out / "log.tsv", out / "train.json", dataset=HOPPER)
     with open(out / "log.tsv") as f:
         rates = [float(r["samples_per_s"]) for r in csv.DictReader(f, delimiter="\t") if r["samples_per_s"]]
     rates = sorted(rates[1:])

@@ -39,7 +39,7 @@ from dtrepro.study import Run
 from dtrepro.training.loop import train
 from dtrepro.training.sampler import Trajectories, WindowSampler
 
-from common import clean_hopper_file, preset_params
+from common import HOPPER, clean_hopper_file, preset_params
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, B, K = 1_000_000, 64, 20
@@ -106,7 +106,7 @@ def stage_step(
         profile, steps=steps, log_every=20, eval_every=10**9, checkpoint_every=10**9, eval_episodes=1, **train_values
     )
     start = time.perf_counter()
-    train(params, Run(K, 0), clean, tmp / name, tmp / f"{name}.tsv", tmp / f"{name}.json")
+    train(params, Run(K, 0), clean, tmp / name, tmp / f"{name}.tsv", tmp / f"{name}.json", dataset=HOPPER)
     whole = time.perf_counter() - start
     with open(tmp / f"{name}.tsv") as f:  # the loop's own throughput per window, without set-up or evaluation
         rates = [float(r["samples_per_s"]) for r in csv.DictReader(f, delimiter="\t") if r["samples_per_s"]]

@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--metrics", required=True, help="e.g. reports/eval/hopper-medium-v2/k20-seed0.json")
     args = parser.parse_args(argv)
     params = EvalParams.from_params(args.params, args.dataset)
-    metrics = evaluate_checkpoints(args.checkpoints, params, args.metrics, args.episodes_csv)
+    metrics = evaluate_checkpoints(args.checkpoints, params, args.metrics, args.episodes_csv, dataset=args.dataset)
     t0 = params.targets[0]
     scores = ", ".join(f"{c}.pt {metrics[metric_key(c, t0, 'normalized_score_mean')]:.1f}" for c in ("last", "best"))
     print(f"evaluate {args.checkpoints}: {params.env_id}, target {t0:g}, {params.episodes} episodes: {scores}")

@@ -34,7 +34,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     run = Run(args.context_len, args.seed)
     params = TrainParams.from_params(args.params, args.dataset)
-    metrics = train(params, run, args.data, args.out_dir, args.log_file, args.metrics, code_sha256(Path(__file__)))
+    metrics = train(
+        params,
+        run,
+        args.data,
+        args.out_dir,
+        args.log_file,
+        args.metrics,
+        code_sha256(Path(__file__)),
+        dataset=args.dataset,
+    )
     if metrics:  # rank 0
         best = metrics["best_eval_score"]
         print(

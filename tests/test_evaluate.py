@@ -21,7 +21,7 @@ from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
 from dtrepro.evaluation.stats import bootstrap_ci
-from dtrepro.registry.scores import normalized_score, return_for_score
+from dtrepro.registry.scores import normalized_score, reference_scores, return_for_score
 from dtrepro.testing.reference import run_episodes_one_by_one
 
 from helpers import HOPPER, ROOT, params, run
@@ -135,7 +135,7 @@ def test_mismatched_state_dimension_is_a_clear_error():
         run_episodes(toy_policy(5, state_dim=5), "Hopper-v4", [0], 3600.0)
 
 
-def write_checkpoint(path, policy: Policy, step: int, train_seed: int = 0):
+def write_checkpoint(path, policy: Policy, step: int, train_seed: int = 0, ref_scores: dict | None = None):
     """Through the one checkpoint format the train stage writes (`Checkpoint`)."""
     Checkpoint(
         model=policy.model.state_dict(),
@@ -145,7 +145,7 @@ def write_checkpoint(path, policy: Policy, step: int, train_seed: int = 0):
         return_scale=policy.return_scale,
         step=step,
         env_id="Hopper-v4",
-        ref_scores={},
+        ref_scores=ref_scores or {},
         train_seed=train_seed,
     ).save(path)
 
@@ -163,7 +163,9 @@ def checkpoints(tmp_path):
 
 def test_metrics_schema_is_stable_and_matches_the_episode_rows(checkpoints, tmp_path):
     chosen = eval_params(episodes=3, targets=[3600.0, 400.0], max_steps=300, bootstrap_resamples=500)
-    metrics = evaluate_checkpoints(checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
+    metrics = evaluate_checkpoints(
+        checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False, dataset=HOPPER
+    )
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     expected = {"env_id", "episodes", "seed", "context_len", "train_seed", "last.step", "best.step"}
     expected |= {"ref_min_score", "ref_max_score", "ref_scores_source"}  # what the scores were normalised with
@@ -198,7 +200,9 @@ def test_hopper_v5_by_param(checkpoints, tmp_path):
     returns = {}
     for env in ("Hopper-v4", "Hopper-v5"):
         chosen = eval_params(env_id=env, episodes=2, targets=[3600.0], max_steps=200, bootstrap_resamples=100)
-        metrics = evaluate_checkpoints(checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False)
+        metrics = evaluate_checkpoints(
+            checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False, dataset=HOPPER
+        )
         assert metrics["env_id"] == env and metrics["last.target_3600.episodes"] == 2
         with open(tmp_path / "e.csv") as f:
             returns[env] = [(float(r["return"]), int(r["length"])) for r in csv.DictReader(f)]
@@ -271,3 +275,34 @@ def test_the_stage_refuses_a_file_that_loads_but_is_not_a_checkpoint(tmp_path, c
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert not (tmp_path / "e.csv").exists() and not (tmp_path / "m.json").exists()
+
+
+FORGED_REFS = {"ref_min_score": 0.0, "ref_max_score": 100.0, "ref_scores_source": "minari"}
+
+
+def test_a_d4rl_dataset_is_normalised_with_d4rls_references_whatever_its_data_say(tmp_path):
+    """Reference scores carried by a file (and so by its checkpoints) cannot change what D4RL-normalised means."""
+    folder = tmp_path / "k5-seed0"
+    for name in ("last", "best"):
+        write_checkpoint(folder / f"{name}.pt", toy_policy(5), step=40, ref_scores=FORGED_REFS)
+    chosen = eval_params(episodes=2, targets=[3600.0], max_steps=50, bootstrap_resamples=100)
+    metrics = evaluate_checkpoints(
+        folder, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False, dataset=HOPPER
+    )
+    assert (metrics["ref_min_score"], metrics["ref_max_score"], metrics["ref_scores_source"]) == (
+        -20.272305,
+        3234.3,
+        "d4rl",
+    )
+    returns = metrics["last.target_3600.return_mean"]
+    assert metrics["last.target_3600.normalized_score_mean"] == pytest.approx(float(normalized_score(returns, HOPPER)))
+
+
+def test_a_minari_dataset_uses_its_own_references_only_where_they_normalise():
+    minari_id = "mujoco/hopper/medium-v0"
+    assert reference_scores(FORGED_REFS, minari_id) == (0.0, 100.0, "minari")
+    assert reference_scores({}, minari_id) == (-20.272305, 3234.3, "d4rl")
+    assert reference_scores({**FORGED_REFS, "ref_scores_source": "d4rl"}, minari_id)[2] == "d4rl"
+    for bad in ({"ref_max_score": 0.0}, {"ref_max_score": float("nan")}, {"ref_scores_source": "<script>"}):
+        with pytest.raises(DtreproError, match=f"The data of {minari_id} carry reference scores that cannot normalise"):
+            reference_scores({**FORGED_REFS, **bad}, minari_id)

@@ -201,6 +201,11 @@ def test_the_smoke_pipeline_runs_on_a_minari_dataset_named_alone(tmp_path):
     assert evaluation["ref_min_score"] == -20.0 and evaluation["ref_max_score"] == 3000.0
     table = " ".join((repo / "results/ablations.md").read_text().split())
     assert f"## {MINARI_ID} (Hopper-v5)" in table and "not comparable" in table
+    assert "own reference returns (minari: random -20, expert 3000)" in table
+    suite = " ".join((repo / "results/suite.md").read_text().split())
+    assert "D4RL-normalised" not in suite and "| references |" in suite and "| minari |" in suite
+    assert json.loads((repo / "results/metrics.json").read_text())["references"] == "minari"
+    assert json.loads((repo / "results/ablations.json").read_text())[f"{MINARI_ID}.references"] == "minari"
     exported = repo / f"data/{MINARI_ID}/minari/{MINARI_ID}/data/main_data.hdf5"
     assert exported.is_file()
     assert "Data and pipelines are up to date." in run(["dvc", "status"], repo).stdout

@@ -240,10 +240,12 @@ def test_another_code_fingerprint_starts_afresh(clean_file, tmp_path):
     """A resume state is used only by the code that wrote it: an edit to the training code never keeps old weights."""
     chosen = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": 10}), HOPPER)
     paths = (clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json")
-    first = train(chosen, Run(5, 0), *paths, code_sha256="before")
+    first = train(chosen, Run(5, 0), *paths, code_sha256="before", dataset=HOPPER)
     state = torch.load(resume_path(tmp_path / "m"), weights_only=True)
-    assert train(chosen, Run(5, 0), *paths, code_sha256="before") == first  # complete: written again, not trained
-    again = train(chosen, Run(5, 0), *paths, code_sha256="after")
+    assert (
+        train(chosen, Run(5, 0), *paths, code_sha256="before", dataset=HOPPER) == first
+    )  # complete: written again, not trained
+    again = train(chosen, Run(5, 0), *paths, code_sha256="after", dataset=HOPPER)
     assert again["samples_per_s"] != first["samples_per_s"]  # trained all ten steps again, at another speed
     assert torch.load(resume_path(tmp_path / "m"), weights_only=True)["fingerprint"] != state["fingerprint"]
 
@@ -419,4 +421,21 @@ def test_bad_params_get_a_clear_error(model, train, message):
 def test_a_context_longer_than_every_episode_is_refused(clean_file, tmp_path):
     chosen = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN), HOPPER)
     with pytest.raises(DtreproError, match="longer than every episode"):
-        train(chosen, Run(5000, 0), clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json")
+        train(
+            chosen, Run(5000, 0), clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json", dataset=HOPPER
+        )
+
+
+def test_a_d4rl_file_carrying_reference_scores_is_still_normalised_with_d4rls(clean_file, tmp_path):
+    """A hopper-medium-v2 file whose metadata claim references of 0 and 100 (a file given through data.url) trains
+    a model whose checkpoints and evaluations use D4RL's: the file cannot redefine "D4RL-normalised"."""
+    data = read_d4rl(clean_file)
+    forged = tmp_path / "forged.hdf5"
+    write_d4rl(forged, D4RLData(data.arrays, {**data.metadata, "ref_min_score": 0.0, "ref_max_score": 100.0}))
+    chosen = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": 5}), HOPPER)
+    metrics = train(
+        chosen, Run(5, 0), forged, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json", dataset=HOPPER
+    )
+    assert metrics["ref_scores_source"] == "d4rl"
+    refs = Checkpoint.load(tmp_path / "m" / "last.pt").ref_scores
+    assert (refs["ref_min_score"], refs["ref_max_score"]) == (-20.272305, 3234.3)

@@ -260,7 +260,7 @@ def export_file(path: str | os.PathLike, name: str, env: str, folder: str | os.P
     """Write the D4RL-layout file `path` (dataset `name`, collected on `env`) as a Minari dataset in `folder`
     (a Minari datasets folder: `MINARI_DATASETS_PATH=folder` opens it), replacing what was there."""
     data = read_d4rl(path)
-    refs = reference_scores(data.metadata, env)
+    refs = reference_scores(data.metadata, name)
     description = (
         f"{name} as the dtrepro pipeline got it ({data.metadata.get('source', 'download')}): every episode of its "
         f"flat D4RL-layout file, ends as its flags say. Scores normalise with ref_min_score/ref_max_score ({refs[2]})."

@@ -36,7 +36,13 @@ def check_time_limit(policy, params: EvalParams, path) -> None:
 
 
 def evaluate_checkpoints(
-    checkpoint_dir: str | os.PathLike, params: EvalParams, metrics_path, episodes_path, progress: bool = True
+    checkpoint_dir: str | os.PathLike,
+    params: EvalParams,
+    metrics_path,
+    episodes_path,
+    progress: bool = True,
+    *,
+    dataset: str,
 ) -> dict:
     """Evaluate `last.pt` and `best.pt` at every target; write per-episode rows (CSV) and flat metrics (JSON)."""
     device = pick_device(params.device, "eval.device")
@@ -47,8 +53,8 @@ def evaluate_checkpoints(
     rows, done = [], {}
     for name in CHECKPOINTS:
         policy, ckpt = policy_from_checkpoint(Path(checkpoint_dir) / f"{name}.pt", device)
-        # the reference scores the training data carried (a Minari dataset's), else D4RL's for the env
-        ref_min, ref_max, ref_source = reference_scores(ckpt.ref_scores, params.env_id)
+        # the dataset's reference scores (D4RL's for D4RL's data, whatever the checkpoint carries)
+        ref_min, ref_max, ref_source = reference_scores(ckpt.ref_scores, dataset)
         metrics.update(ref_min_score=ref_min, ref_max_score=ref_max, ref_scores_source=ref_source)
         policy.amp_dtype = autocast_dtype(device, params.amp)
         check_time_limit(policy, params, Path(checkpoint_dir) / f"{name}.pt")

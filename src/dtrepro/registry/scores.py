@@ -1,27 +1,46 @@
 """Normalised scores: 100 * (return - random) / (expert - random).
 
-The reference returns are D4RL's constants for the env family, unless the data bring their own
-(a Minari dataset's `ref_min_score`/`ref_max_score`, carried in the file's metadata into every
-checkpoint): `reference_scores` says which.
+The reference returns of a D4RL dataset are D4RL's constants for its env family, always: a file's
+metadata cannot change what "D4RL-normalised" means. A Minari dataset may carry its own
+(`ref_min_score`/`ref_max_score`, with `ref_scores_source` "minari", carried into every checkpoint);
+`reference_scores` says which were used, and every table, plot and metric names them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
-from dtrepro.registry.datasets import family
+from dtrepro.errors import DtreproError
+from dtrepro.registry.datasets import family, lookup
 
 D4RL = "d4rl"  # the reference scores' source when they are D4RL's constants
+OWN_SOURCES = ("minari",)  # the sources whose datasets may carry reference scores of their own
 
 
-def reference_scores(metadata: Mapping, env_id: str) -> tuple[float, float, str]:
-    """(random, expert, source) for data with this metadata: the data's own where they carry them, else D4RL's."""
-    if metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
-        source = str(metadata.get("ref_scores_source") or "data")
-        return float(metadata["ref_min_score"]), float(metadata["ref_max_score"]), source
-    return (*family(env_id).ref_scores, D4RL)
+def reference_scores(metadata: Mapping, dataset: str) -> tuple[float, float, str]:
+    """(random, expert, source) for `dataset`'s data with this metadata: D4RL's constants for a D4RL dataset
+    and for data that carry none; a Minari dataset's own where it carries them, checked to normalise at all."""
+    known = lookup(dataset)
+    low, high, source = (metadata.get(k) for k in ("ref_min_score", "ref_max_score", "ref_scores_source"))
+    if known.source not in OWN_SOURCES or low is None or high is None or source == D4RL:
+        return (*known.family.ref_scores, D4RL)
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
+    if source != known.source or not numbers or not high > low:
+        raise DtreproError(
+            f"The data of {dataset} carry reference scores that cannot normalise: ref_min_score {low!r}, "
+            f"ref_max_score {high!r}, ref_scores_source {source!r} (wanted two finite returns, the expert's above "
+            f"the random one's, from {known.source!r}). The file was changed or made by another tool: fetch it again "
+            f"(`dvc repro --force source@{dataset}`), or remove those three metadata attributes to use D4RL's."
+        )
+    return float(low), float(high), source
+
+
+def label(source: str) -> str:
+    """How a plot's axis and a table name scores normalised with the references of `source`."""
+    return "D4RL-normalised score" if source == D4RL else f"normalised score ({source}'s references)"
 
 
 def normalized_score(returns, env_id: str, refs: tuple | None = None):

@@ -20,8 +20,8 @@ def save(fig, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def learning_curves(logs: dict[str, list[dict]], path: str | os.PathLike) -> None:
-    """Training loss and periodic evaluation score against step, one line per run."""
+def learning_curves(logs: dict[str, list[dict]], path: str | os.PathLike, score_label: str) -> None:
+    """Training loss and periodic evaluation score (`score_label`: which references) against step, one line per run."""
     fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for name, rows in logs.items():
         pts = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
@@ -31,7 +31,7 @@ def learning_curves(logs: dict[str, list[dict]], path: str | os.PathLike) -> Non
         if ev:
             score_ax.plot(*zip(*ev, strict=True), marker="o", label=name)
     loss_ax.set(xlabel="step", ylabel="action MSE", yscale="log", title="training loss")
-    score_ax.set(xlabel="step", ylabel="D4RL-normalised score", title="periodic evaluation (train.eval_*)")
+    score_ax.set(xlabel="step", ylabel=score_label, title="periodic evaluation (train.eval_*)")
     loss_ax.legend(fontsize=7)
     save(fig, path)
 
@@ -61,7 +61,7 @@ def return_conditioning(table: list[dict], path: str | os.PathLike, data: dict |
     save(fig, path)
 
 
-def context_length(table: list[dict], path: str | os.PathLike) -> None:
+def context_length(table: list[dict], path: str | os.PathLike, score_label: str) -> None:
     """Normalised score per context length (at the headline target), last and best checkpoint side by side."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = sorted({r["context_len"] for r in table})
@@ -77,12 +77,12 @@ def context_length(table: list[dict], path: str | os.PathLike) -> None:
             label=f"{ckpt}.pt",
         )
     ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
-    ax.set(ylabel="D4RL-normalised score", title="context length (mean ± std across seeds)")
+    ax.set(ylabel=score_label, title="context length (mean ± std across seeds)")
     ax.legend()
     save(fig, path)
 
 
-def suite_scores(rows: list[dict], path: str | os.PathLike) -> None:
+def suite_scores(rows: list[dict], path: str | os.PathLike, score_label: str) -> None:
     """Per dataset: the published scores and ours (last and best, mean ± std across seeds) side by side."""
     names = [r["dataset"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.5))
@@ -98,7 +98,7 @@ def suite_scores(rows: list[dict], path: str | os.PathLike) -> None:
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
         ax.bar(xs, values, width=width, yerr=errors, capsize=2, label=label)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="D4RL-normalised score", title="the Decision Transformer per dataset")
+    ax.set(ylabel=score_label, title="the Decision Transformer per dataset")
     ax.legend(fontsize=7)
     save(fig, path)
 

@@ -23,7 +23,7 @@ from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.evaluation.stats import bootstrap_ci, difference_ci, seed_test
 from dtrepro.registry.datasets import published
-from dtrepro.registry.scores import D4RL, normalized_score, reference_scores
+from dtrepro.registry.scores import D4RL, label, normalized_score, reference_scores
 from dtrepro.reporting import findings, plots
 from dtrepro.study import Run, StudyParams
 
@@ -287,6 +287,12 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
+def references(study: StudyParams, evals: Path, name: str) -> tuple[float, float, str]:
+    """The reference scores a dataset's evaluations normalised with (`registry.scores.reference_scores`)."""
+    evaluation = evals / name / f"{study.runs[0].name}.json"
+    return reference_scores(json.loads(evaluation.read_text()) if evaluation.exists() else {}, name)
+
+
 def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, name: str) -> dict:
     """One dataset's tables: its aggregate rows, per-seed rows, data statistics, and its PNGs written."""
     episodes = {run: read_episodes(run, paths.evals / name, params) for run in study.runs}
@@ -315,14 +321,15 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
     data = json.loads(repair.read_text()) if repair.exists() else {}
     source = paths.source_reports / f"{name}.json"
     data["source"] = json.loads(source.read_text()) if source.exists() else {}
-    evaluation = paths.evals / name / f"{study.runs[0].name}.json"  # the reference scores the scores used
-    data["refs"] = reference_scores(json.loads(evaluation.read_text()) if evaluation.exists() else {}, params.env_id)
+    data["refs"] = references(study, paths.evals, name)
     plots_dir = paths.plots_dir / name
+    score_label = label(data["refs"][2])
     plots.return_conditioning(table, plots_dir / "return_conditioning.png", data)
-    plots.context_length([r for r in table if r["target"] == t0], plots_dir / "context_length.png")
+    plots.context_length([r for r in table if r["target"] == t0], plots_dir / "context_length.png", score_label)
     plots.learning_curves(
         {run.name: read_train_log(run, paths.train_logs / name) for run in study.runs},
         plots_dir / "learning_curves.png",
+        score_label,
     )
     return {"table": table, "per_seed": per_seed, "data": data, "differences": differences}
 
@@ -339,6 +346,7 @@ def write_report(study: StudyParams, params_of: dict[str, EvalParams], paths: Re
         table, per_seed = found["table"], found["per_seed"]
         lines += section(study, params, found, name)
         metrics.update(flat_metrics(name, table, per_seed))
+        metrics[f"{name}.references"] = found["data"]["refs"][2]  # what every score of the dataset is normalised with
         pick, k0, t0 = by_key(table), study.context_lens[0], params.targets[0]
         return_rows += [
             [name, t, pick[(k0, "last", t)]["return_mean"], pick[(k0, "best", t)]["return_mean"]]

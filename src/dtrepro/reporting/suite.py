@@ -27,8 +27,9 @@ from dtrepro.atomic import atomic_output, write_json
 from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.evaluation.stats import bootstrap_ci
 from dtrepro.registry.datasets import PUBLISHED, PUBLISHED_SOURCES, published_text
+from dtrepro.registry.scores import D4RL, label
 from dtrepro.reporting import plots
-from dtrepro.reporting.report import episodes_at, read_episodes
+from dtrepro.reporting.report import episodes_at, read_episodes, references
 from dtrepro.study import Run, StudyParams
 
 CONFIDENCE = 0.95
@@ -127,7 +128,7 @@ def suite_tables(study: StudyParams, params_of: dict[str, EvalParams], evals: Pa
     found = run_scores(study, params_of, evals)
     rows = []
     for name in study.datasets:
-        row = {"dataset": name, "target": params_of[name].targets[0]}
+        row = {"dataset": name, "target": params_of[name].targets[0], "references": references(study, evals, name)[2]}
         for c in CHECKPOINTS:
             per_seed = np.array([s.mean() for s in found[name][c]])
             low, high = bootstrap_ci(found[name][c], resamples, seed)
@@ -158,10 +159,16 @@ def _pm(row: dict, c: str) -> str:
 
 def markdown(study: StudyParams, tables: dict, n_episodes: int) -> str:
     k0, n = study.context_lens[0], len(study.seeds)
+    sources = sorted({r["references"] for r in tables["rows"]})
+    scale = (
+        "D4RL-normalised scores"
+        if sources == [D4RL]
+        else "Normalised scores, each dataset's with the references its `references` column names (d4rl: D4RL's)"
+    )
     lines = [
         "# The Decision Transformer on D4RL: our runs beside the published ones",
         "",
-        f"D4RL-normalised scores at K = {k0} and each env's headline target (the paper's high one), {n} training "
+        f"{scale} at K = {k0} and each env's headline target (the paper's high one), {n} training "
         f"seeds x {n_episodes} episodes. Ours: mean ± std across seeds [95% bootstrap CI, resampling each seed's "
         "episodes]. DT paper: Chen et al., 2021, Table 2 (3 seeds). CORL: Tarasov et al., 2022, README (4 seeds "
         "x 100 episodes; the last and the best checkpoint).",
@@ -172,11 +179,16 @@ def markdown(study: StudyParams, tables: dict, n_episodes: int) -> str:
         [f"{r['dataset']}", f"{r['target']:g}", *reference_cells(r["dataset"]), _pm(r, "last"), _pm(r, "best")]
         for r in tables["rows"]
     ]
+    if sources != [D4RL]:
+        header.append("references")
+        body = [[*cells, r["references"]] for cells, r in zip(body, tables["rows"], strict=True)]
     means = tables["published_mean"]
     ours = [f"{np.mean([r[f'{c}_mean'] for r in tables['rows']]):.1f}" for c in CHECKPOINTS]
     refs = [f"{m:.1f}" if i == 0 else f"{m:.2f}" for i, m in enumerate(means)] if means else ["—"] * 3
     n = len(tables["rows"])
-    body.append([f"average ({n} dataset{'s' if n > 1 else ''})", "", *refs, *ours])
+    body.append(
+        [f"average ({n} dataset{'s' if n > 1 else ''})", "", *refs, *ours] + ([""] if sources != [D4RL] else [])
+    )
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     lines += [
@@ -214,7 +226,7 @@ def markdown(study: StudyParams, tables: dict, n_episodes: int) -> str:
 def flat_metrics(tables: dict) -> dict:
     metrics = {}
     for r in tables["rows"]:
-        metrics.update({f"{r['dataset']}.{k}": v for k, v in r.items() if k != "dataset"})
+        metrics.update({f"{r['dataset']}.{k}": v for k, v in r.items() if k != "dataset"})  # references: a name
     for c in CHECKPOINTS:
         metrics.update({f"aggregate.{c}.{k}": v for k, v in tables["aggregate"][c].items()})
     return metrics
@@ -223,8 +235,11 @@ def flat_metrics(tables: dict) -> dict:
 def summary(tables: dict) -> dict:
     """The numbers runs are compared by, few enough for `dvc exp show` on one screen: the mean and the IQM over
     the study's datasets (and seeds) of the last and best checkpoints' scores at each dataset's headline K and
-    target, in D4RL-normalised points to two decimals."""
-    return {name: {c: round(float(tables["aggregate"][c][name]), 2) for c in CHECKPOINTS} for name in ("mean", "iqm")}
+    target, in normalised points to two decimals, and the references they are normalised with (d4rl: D4RL's)."""
+    summary = {
+        name: {c: round(float(tables["aggregate"][c][name]), 2) for c in CHECKPOINTS} for name in ("mean", "iqm")
+    }
+    return {**summary, "references": ", ".join(sorted({r["references"] for r in tables["rows"]}))}
 
 
 def write_suite(study: StudyParams, params_of: dict[str, EvalParams], paths: SuitePaths) -> dict:
@@ -246,7 +261,8 @@ def write_suite(study: StudyParams, params_of: dict[str, EvalParams], paths: Sui
         writer.writerows(
             [[float(t), float(a), float(b)] for t, a, b in zip(taus, last["fraction"], best_at, strict=True)]
         )
-    plots.suite_scores(tables["rows"], paths.plots_dir / "scores.png")
+    sources = sorted({r["references"] for r in tables["rows"]})
+    plots.suite_scores(tables["rows"], paths.plots_dir / "scores.png", label(", ".join(sources)))
     plots.performance_profiles(tables["profile"], paths.plots_dir / "performance_profile.png")
     with atomic_output(paths.markdown) as tmp:
         tmp.write_text(markdown(study, tables, first.episodes))

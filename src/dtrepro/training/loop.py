@@ -152,14 +152,16 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    refs: tuple[float, float, str]  # the reference scores its data carried (a Minari dataset's), else D4RL's
+    refs: tuple[float, float, str]  # the dataset's reference scores (registry.scores.reference_scores)
     ema: AveragedModel | None  # the exponential moving average of the weights (train.ema_decay > 0)
 
     @classmethod
-    def build(cls, params: TrainParams, run: Run, data_path, ddp: Distributed, scaler, fused_adamw: bool) -> "Parts":
+    def build(
+        cls, params: TrainParams, run: Run, dataset: str, data_path, ddp: Distributed, scaler, fused_adamw: bool
+    ) -> "Parts":
         data_sha256 = file_sha256(require_regular_file(data_path, "train's --data"))
         raw = read_d4rl(data_path)
-        refs = reference_scores(raw.metadata, params.env_id)
+        refs = reference_scores(raw.metadata, dataset)
         data = Trajectories.from_d4rl(raw, params.return_scale, MAX_TIMESTEP, ddp.device)
         del raw
         check_data_fits_env(data, params.env_id, data_path)
@@ -244,7 +246,9 @@ class Meter:
         return {"step": step, "loss": mean, "lr": lr, "samples_per_s": samples, "tokens_per_s": tokens}
 
 
-def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_path, code_sha256: str = "") -> dict:
+def train(
+    params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_path, code_sha256: str = "", *, dataset: str
+) -> dict:
     """Train one run of the study; write last.pt, best.pt, the log and the metrics (rank 0). Returns the metrics.
 
     `code_sha256` stands for the training code (the stage's import closure) in the resume fingerprint."""
@@ -261,7 +265,7 @@ def train(params: TrainParams, run: Run, data_path, out_dir, log_path, metrics_p
     # ------------------------------------------------------------------------------------------------------
 
     torch.manual_seed(run.seed + ddp.rank)
-    parts = Parts.build(params, run, data_path, ddp, scaler, fused_adamw)
+    parts = Parts.build(params, run, dataset, data_path, ddp, scaler, fused_adamw)
     key, state_path = fingerprint(params.shaping, run.name, parts.data_sha256, code_sha256), resume_path(out_dir)
     state = ResumeState.load(state_path, key, say if ddp.main else lambda text: None)
     if state:
