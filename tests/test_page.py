@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from dtrepro.reporting.page import write_page  # noqa: E402
+from dtrepro.reporting.report import literal, provenance_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,8 +30,9 @@ def _plot(path, values):
     plt.close(fig)
 
 
-def open_offline(page_file):
-    """(the page's text, [(src prefix, naturalWidth)] of its images, URLs it asked the network for)."""
+def open_offline(page_file, scripts: list | None = None):
+    """(the page's text, [(src prefix, naturalWidth)] of its images, URLs it asked the network for); `scripts`, if
+    given, gets every dialog the page opened and whether any script of it set `window.pwned`."""
     if CHROMIUM is None:
         if os.environ.get("DTREPRO_REQUIRE_BROWSER"):
             pytest.fail("DTREPRO_REQUIRE_BROWSER is set but Debian's chromium is not installed")
@@ -43,7 +45,12 @@ def open_offline(page_file):
         context = browser.new_context(offline=True)
         context.route("http*://**", lambda route: (asked.append(route.request.url), route.abort()))
         page = context.new_page()
+        if scripts is not None:
+            page.on("dialog", lambda dialog: (scripts.append(dialog.message), dialog.dismiss()))
         page.goto(page_file.resolve().as_uri(), wait_until="load")
+        page.wait_for_timeout(200)  # an image's onerror fires after load
+        if scripts is not None and page.evaluate("window.pwned !== undefined"):
+            scripts.append("window.pwned")
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.src.slice(0, 21), e.naturalWidth])")
         text = page.inner_text("body")
         browser.close()
@@ -67,6 +74,43 @@ def test_the_results_page_opens_offline_with_every_image_and_the_findings(tmp_pa
     assert FINDING in text and "hopper-medium-v2" in text and "102.0" in text
     assert len(images) == 3 and all(src == "data:image/png;base64" and width > 0 for src, width in images)
     assert asked == []
+
+
+HOSTILE = (
+    '<img src=x onerror="window.pwned=1;alert(1)">',
+    "<script>window.pwned=1;alert('xss')</script>",
+    "`<b>`](javascript:window.pwned=1) [x](javascript:window.pwned=1)",
+)
+
+
+def test_strings_from_data_params_and_the_environment_show_as_text_and_run_nothing(tmp_path):
+    """Every field the tables take from a source's report (where the data came from, the machine it was collected
+    on, the libraries), a plot folder named like markup and raw HTML in the Markdown itself: the page shows them
+    as text, opens no dialog and runs no script."""
+    fields = ("sha256", "cpu", "numpy_simd", "blas_core", "version/mujoco", "version/gymnasium", "workers", "url")
+    lines = []
+    for bad in HOSTILE:
+        source = dict.fromkeys(fields, bad)
+        lines += [provenance_line({**source, "source": "collect"}), provenance_line(source)]
+        lines.append(provenance_line({"sha256": bad, "source": bad}))
+        lines.append(f"{bad} and {literal(bad)}")
+    report = tmp_path / "ablations.md"
+    report.write_text("# Ablations\n\n" + "\n\n".join(lines) + "\n")
+    _plot(tmp_path / "plots" / HOSTILE[0] / "scores.png", [1, 2])
+    write_page(tmp_path / "index.html", [(HOSTILE[1], report, tmp_path / "plots")])
+    scripts = []
+    text, images, asked = open_offline(tmp_path / "index.html", scripts)
+    assert scripts == [] and asked == []
+    assert all(bad in text for bad in HOSTILE[:2]) and "javascript:window.pwned=1" in text
+    assert len(images) == 1 and images[0][1] > 0
+
+
+def test_the_hostile_page_check_sees_a_script_that_runs(tmp_path):
+    """The check above can fail: the same strings in a page that does not escape them are caught."""
+    (tmp_path / "index.html").write_text(f"<html><body>{HOSTILE[0]}{HOSTILE[1]}</body></html>")
+    scripts = []
+    open_offline(tmp_path / "index.html", scripts)
+    assert "1" in scripts and "xss" in scripts and "window.pwned" in scripts
 
 
 def build_docs(root):

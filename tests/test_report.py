@@ -60,10 +60,10 @@ def test_the_data_line_names_the_bytes_and_what_made_them():
         "workers": 2,
     }
     line = provenance_line(collected)
-    assert line.startswith(f"Data: SHA-256 `{'ab' * 8}…`, collected on AMD EPYC (numpy SIMD AVX512_ICL, OpenBLAS")
-    assert "kernels Haswell) with MuJoCo 4.0.0, gymnasium 1.4.0 and 2 worker processes." in line
+    assert line.startswith(f"Data: SHA-256 `{'ab' * 8}`…, collected on `AMD EPYC` (numpy SIMD `AVX512_ICL`, OpenBLAS")
+    assert "kernels `Haswell`) with MuJoCo `4.0.0`, gymnasium `1.4.0` and `2` worker processes." in line
     downloaded = {"source": "download", "sha256": "cd" * 32, "url": "http://mirror/hopper-medium-v2.hdf5"}
     assert (
         provenance_line(downloaded)
-        == f"Data: SHA-256 `{'cd' * 8}…`, downloaded from http://mirror/hopper-medium-v2.hdf5."
+        == f"Data: SHA-256 `{'cd' * 8}`…, downloaded from `http://mirror/hopper-medium-v2.hdf5`."
     )

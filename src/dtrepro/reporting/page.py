@@ -1,5 +1,9 @@
 """The results as one self-contained HTML page: the report's and the suite's tables and findings, every PNG
-embedded, no network needed to open it (the offline view of a run; `dvc plots show` loads vega from a CDN)."""
+embedded, no network needed to open it (the offline view of a run; `dvc plots show` loads vega from a CDN).
+
+The Markdown is rendered without raw HTML (markdown-it's commonmark preset passes it through): a string that
+came from a data file, params or the environment shows as text, never as markup or script.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def _markdown(path: Path) -> str:
         text = path.read_text()
     except OSError as err:
         raise DtreproError(f"The results page reads {path}, which cannot be read ({err.strerror}).") from None
-    return MarkdownIt("commonmark").enable("table").render(text)
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
 
 
 def _figures(folder: Path) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,19 +253,30 @@ def _tables(study: StudyParams, params: EvalParams, found: dict, name: str, show
     return lines
 
 
+def literal(value) -> str:
+    """`value` as a Markdown code span: a string from a data file, params or the environment shown as written,
+    never read as Markdown or HTML (the span's fence is longer than any run of backticks inside it)."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def provenance_line(source: dict) -> str:
-    """Where the data came from, by its SHA-256, and for collected data the machine facts it depends on."""
-    line = f"Data: SHA-256 `{source['sha256'][:16]}…`"
+    """Where the data came from, by its SHA-256, and for collected data the machine facts it depends on; every
+    value read from the source's report shown as a literal."""
+    line = f"Data: SHA-256 {literal(source['sha256'][:16])}…"
     if source.get("source") == "collect":
         return (
-            f"{line}, collected on {source['cpu']} (numpy SIMD {source['numpy_simd']}, OpenBLAS kernels "
-            f"{source['blas_core']}) with MuJoCo {source['version/mujoco']}, gymnasium {source['version/gymnasium']}"
-            f" and {source['workers']} worker processes. The same seed gives the same bytes on any machine with the "
-            "same kernels and versions; with others ARS finds other policies, and the data differ."
+            f"{line}, collected on {literal(source['cpu'])} (numpy SIMD {literal(source['numpy_simd'])}, OpenBLAS "
+            f"kernels {literal(source['blas_core'])}) with MuJoCo {literal(source['version/mujoco'])}, gymnasium "
+            f"{literal(source['version/gymnasium'])} and {literal(source['workers'])} worker processes. The same seed "
+            "gives the same bytes on any machine with the same kernels and versions; with others ARS finds other "
+            "policies, and the data differ."
         )
     if source.get("url"):
-        return f"{line}, downloaded from {source['url']}."
-    return f"{line} ({source.get('source', 'unknown source')})."
+        return f"{line}, downloaded from {literal(source['url'])}."
+    return f"{line} ({literal(source.get('source', 'unknown source'))})."
 
 
 def flat_metrics(name: str, table: list[dict], per_seed: list[dict]) -> dict:
