@@ -195,12 +195,20 @@ def check_git_identity(root: Path) -> None:
 def run(
     root: Path, name: str, assignments: list[str], targets: list[str], dvc_args=(), capture: list | None = None
 ) -> int:
-    """Run named run `name` as the DVC experiment `name`; return dvc's exit code. `dvc_args` go to `dvc exp run`
-    (e.g. --pull); with `capture`, its output is appended there too."""
+    """Run named run `name` as the DVC experiment `name`; return dvc's exit code. `dvc_args` go to `dvc exp run`,
+    but for --pull: the remote's run entries and the objects they name are fetched first, checked
+    (`remote.pull`), not by DVC's own pull, which checks nothing. With `capture`, its output is appended there too."""
+    from dtrepro import remote
+
     wanted = resolve(root, name, assignments)
     validate(wanted)
     check_git_identity(root)
+    pulling, dvc_args = "--pull" in dvc_args, [a for a in dvc_args if a != "--pull"]
     with workspace_lock(root, name):
+        if pulling:
+            print(f"named run: pulled {remote.pull(root)}", flush=True)
+        else:
+            remote.check_local_runs(root)
         sets = overrides(wanted, load_yaml(root / PARAMS_FILE))
         pending = f"{name}{PENDING}"  # the new run's name until it has succeeded: a failure loses no experiment
         dvc(root, "exp", "remove", pending, quiet=True)

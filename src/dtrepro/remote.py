@@ -13,15 +13,32 @@ runs the stages again. So, through DVC's own API:
 After `pull`, a plain `dvc exp run` (or a named run) restores every stage that ran before, here or on any
 machine that pushed to the remote, for every set of params that ran; only what never ran anywhere runs.
 Any DVC remote works: a shared folder, SSH or S3 (`pip install dvc-ssh` or `dvc-s3`, not in the lock).
+
+Whoever can write the remote writes the run entries and the folder listings (`.dir` objects) that a restore
+checks out, so everything pulled is untrusted until checked (`check_entry`): the remote's entries are copied
+into a temporary folder, each is checked with every listing it names, and only then do they join the local
+run-cache. A bad one stops the pull with one paragraph naming it, left where it is; nothing is written here.
+A local entry that fails the same check (a truncated write, a plain `dvc pull --run-cache`) is moved aside to
+`.dvc/tmp/refused/` before any run or push. The trust model: a remote is as trusted as the git repository; an
+entry that passes these checks can still claim results no run made, which `dtrepro verify` finds.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Callable
 from contextlib import chdir
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 from dtrepro.errors import DtreproError
+from dtrepro.params import read_yaml
 
 
 @dataclass
@@ -69,46 +86,181 @@ def default_remote(root: Path) -> tuple[str, str]:
     return name, url
 
 
-def run_entries(repo) -> list[tuple[str, str]]:
-    """Every (key, value) of the local run-cache."""
+def safe_relpath(path) -> bool:
+    """Whether `path` is a plain relative path that stays inside the folder it is read from."""
+    return (
+        isinstance(path, str)
+        and path not in ("", ".")
+        and "\\" not in path
+        and ":" not in PurePosixPath(path).parts[0]
+        and not PurePosixPath(path).is_absolute()
+        and ".." not in PurePosixPath(path).parts
+        and posixpath.normpath(path) == path
+    )
+
+
+def check_entry(key: str, value: str, text: str, declared: dict[str, set], listing: Callable) -> str | None:
+    """What is wrong with the run entry `value` under `key` holding `text`, or None: it must be DVC's entry format,
+    its file names the hashes of its content, its outputs the declared outputs of the stage whose command it
+    names, every path inside the workspace, and every folder listing (`listing(oid)`: its bytes, or None where
+    neither cache has it) what its name says, naming only files inside its folder."""
+    from dvc.schema import COMPILED_LOCK_FILE_STAGE_SCHEMA
+    from dvc.stage.cache import _get_cache_hash
+    from dvc.utils.serialize import YAMLFileCorruptedError, parse_yaml
+    from voluptuous import Invalid
+
+    try:
+        entry = COMPILED_LOCK_FILE_STAGE_SCHEMA(parse_yaml(text, value))
+    except (YAMLFileCorruptedError, Invalid, TypeError):
+        return "is not a run entry in DVC's format (truncated, or not DVC's YAML)"
+    if _get_cache_hash(copy.deepcopy(entry)) != value:
+        return "is not what its file name says: its name is not the hash of its content (it was edited or damaged)"
+    if _get_cache_hash(copy.deepcopy(entry), key=True) != key:
+        return "lies under a key that is not the hash of its command, deps, params and output paths"
+    paths = [out["path"] for out in entry["outs"]]
+    outside = [p for p in paths + [dep["path"] for dep in entry.get("deps", [])] if not safe_relpath(p)]
+    if outside:
+        return f"names the path {outside[0]!r}, which is not a plain path inside the workspace"
+    wanted = declared.get(entry["cmd"])
+    if wanted is not None and set(paths) != wanted:
+        return f"has the outputs {sorted(paths)}, not those its stage declares in dvc.yaml ({sorted(wanted)})"
+    for out in entry["outs"]:
+        oid = out.get("md5") or ""
+        if not oid.endswith(".dir") or (data := listing(oid)) is None:
+            continue
+        if hashlib.md5(data).hexdigest() != oid.removesuffix(".dir"):
+            return f"names the folder listing {oid} of {out['path']}, whose content is not what its name says"
+        try:
+            names = [item["relpath"] for item in json.loads(data)]
+        except (ValueError, TypeError, KeyError):
+            return f"names the folder listing {oid} of {out['path']}, which is not a listing"
+        bad = next((name for name in names if not safe_relpath(name)), None)
+        if bad is not None:
+            return f"names the folder listing {oid} of {out['path']}, which writes {bad!r}, outside that folder"
+    return None
+
+
+def _declared(repo) -> dict[str, set]:
+    """command -> the output paths its stage of dvc.yaml declares."""
+    return {stage.cmd: {out.def_path for out in stage.outs} for stage in repo.index.stages if stage.cmd}
+
+
+def _entries(runs: Path) -> list[tuple[str, str, Path]]:
+    """(key, value, file) of every run entry under a run-cache folder."""
+    return [(f.parent.name, f.name, f) for f in sorted(runs.glob("*/*/*")) if f.is_file()]
+
+
+def _reader(*odbs) -> Callable:
+    """A folder listing's bytes from the first of `odbs` that has it, or None."""
+
+    def read(oid: str) -> bytes | None:
+        for odb in odbs:
+            path = odb.oid_to_path(oid)
+            if odb.fs.exists(path):
+                return odb.fs.cat_file(path)
+        return None
+
+    return read
+
+
+REFUSED = Path(".dvc/tmp/refused")  # where a bad local run entry is moved, for its owner to inspect
+
+
+def check_local_runs(root: Path, repo=None) -> int:
+    """Check every entry of the local run-cache (`check_entry`); move a bad one to REFUSED and stop with one
+    paragraph naming it. Returns how many entries there are."""
+    if repo is None:
+        with chdir(root), _repo(root) as repo:
+            return check_local_runs(root, repo)
     runs = Path(repo.stage_cache.cache_dir)
-    if not runs.is_dir():
-        return []
-    return [(key.name, value.name) for prefix in runs.iterdir() for key in prefix.iterdir() for value in key.iterdir()]
+    declared, read = _declared(repo), _reader(repo.cache.local)
+    entries = _entries(runs)
+    for key, value, path in entries:
+        problem = check_entry(key, value, path.read_text(errors="replace"), declared, read)
+        if problem:
+            aside = root / REFUSED / key / value
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, aside)
+            raise DtreproError(
+                f"The local run-cache entry {path} {problem}. DVC would restore a stage from it, so it was moved to "
+                f"{aside} for you to inspect (delete it when done); the cache is otherwise unchanged. If it came "
+                f"from a remote (a plain `dvc pull --run-cache`), the remote holds it too: pull with `dtrepro pull`, "
+                f"which checks what it fetches. Then run again."
+            )
+    return len(entries)
 
 
-def _named_objects(repo) -> set:
-    """The objects the local run entries name, cached outputs and `cache: false` metrics and plots alike (DVC's
-    run-cache keeps both; a stage rebuilt from an entry treats every output as cached)."""
-    used = repo.stage_cache.get_used_objs(run_entries(repo))
+def fetch_runs(root: Path, repo, name: str) -> int:
+    """Copy the remote's run entries into a temporary folder, check each with the folder listings it names, and
+    only when all pass add them to the local run-cache. Returns how many the remote holds."""
+    from dvc.fs import LocalFileSystem
+
+    source = repo.cloud.get_remote_odb(name, "fetch --run-cache", hash_name="md5-dos2unix")
+    read = _reader(repo.cache.local, repo.cloud.get_remote_odb(name, "fetch --run-cache"))
+    declared = _declared(repo)
+    tmp_parent = root / ".dvc" / "tmp"
+    tmp_parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_parent, prefix="fetched-runs-") as staging:
+        staged = SimpleNamespace(fs=LocalFileSystem(), path=staging)
+        repo.stage_cache.transfer(source, staged)
+        entries = _entries(Path(staging) / "runs")
+        for key, value, path in entries:
+            problem = check_entry(key, value, path.read_text(errors="replace"), declared, read)
+            if problem:
+                where = source.fs.join(source.path, "runs", key[:2], key, value)
+                raise DtreproError(
+                    f"The DVC remote '{name}' holds a run entry that dtrepro will not restore: {where} {problem}. "
+                    f"Anyone who can write the remote can put such an entry there, by accident (an interrupted "
+                    f"upload) or on purpose; checking it out could write files outside its output folder or claim "
+                    f"results that no run made. Nothing was pulled or written here, and the entry is left on the "
+                    f"remote for you to inspect: remove it there (or ask who pushed it), then pull again."
+                )
+        repo.stage_cache.transfer(staged, repo.cache.legacy)
+    return len(entries)
+
+
+def _objects_of(repo, stages: list[str] | None) -> set:
+    """The objects that the local run entries of `stages` (their commands; all entries when None) name."""
+    keep = None
+    if stages is not None:
+        keep = {s.cmd for target in stages for s in repo.stage.collect(target)}
+    entries = []
+    for key, value, path in _entries(Path(repo.stage_cache.cache_dir)):
+        if keep is None or read_yaml(path.read_text(), str(path)).get("cmd") in keep:  # checked entries
+            entries.append((key, value))
+    used = repo.stage_cache.get_used_objs(entries)
     return set().union(*used.values()) if used else set()
 
 
 def push(root: Path, remote: str | None = None, targets: list[str] | None = None) -> Transfer:
     """Send the workspace's outputs (of `targets`' stages, or all), the run-cache and every object its entries name
-    to the remote."""
+    to the remote; the local entries are checked first (`check_local_runs`), so that no bad one spreads."""
     from dvc.exceptions import UploadError
 
     # DVC resolves targets, and builds each run entry's stage from "dvc.yaml", relative to the cwd
     with chdir(root), _repo(root) as repo:
         name = _remote_name(repo, remote)
-        before = len(run_entries(repo))
+        before = check_local_runs(root, repo)
         try:
             outputs = repo.push(targets=targets, remote=name, run_cache=True)
         except UploadError as err:
             raise DtreproError(f"Pushing to the DVC remote '{name}' failed: {err}. Check it, push again.") from None
         with repo.lock:
-            result = repo.cloud.push(_named_objects(repo), remote=name)
+            result = repo.cloud.push(_objects_of(repo, None), remote=name)
     return Transfer(max(0, outputs - before), before, len(result.transferred), len(result.failed))
 
 
-def pull(root: Path, remote: str | None = None) -> Transfer:
-    """Fetch the workspace's outputs, the run-cache entries and every object they name from the remote."""
+def pull(root: Path, remote: str | None = None, targets: list[str] | None = None, outputs: bool = True) -> Transfer:
+    """Fetch the remote's run entries, checked before they join the local run-cache (`fetch_runs`), the objects
+    they name (those of `targets`' stages, or all), and, with `outputs`, the workspace's outputs of those stages
+    (dvc.lock's)."""
     with chdir(root), _repo(root) as repo:
         name = _remote_name(repo, remote)
-        # outputs of the workspace's dvc.lock that no one pushed are left missing: dvc exp run makes them
-        pulled = repo.pull(remote=name, run_cache=True, allow_missing=True)
+        check_local_runs(root, repo)
+        runs = fetch_runs(root, repo, name)
+        fetched = 0
+        if outputs:  # dvc.lock's outputs that no one pushed are left missing: dvc exp run makes them
+            fetched = repo.pull(targets=targets, remote=name, allow_missing=True)["stats"]["fetched"]
         with repo.lock:
-            result = repo.cloud.pull(_named_objects(repo), remote=name)
-        runs = len(run_entries(repo))
-    return Transfer(pulled["stats"]["fetched"], runs, len(result.transferred), len(result.failed))
+            result = repo.cloud.pull(_objects_of(repo, targets), remote=name)
+    return Transfer(fetched, runs, len(result.transferred), len(result.failed))

@@ -1,5 +1,8 @@
 """The cluster's three jobs, each a plain command that any scheduler can run: prep, one task per model, finish.
 
+Every job pulls through `remote.pull`, which checks the remote's run entries before any is used, then runs
+`dvc repro` without DVC's own `--pull`.
+
 - `prep`: in a clean worktree, run (or restore from the run-cache) the cheap stages -- study, every
   dataset's source and repair -- and push their outputs; keep their dvc.lock for the tasks.
 - `task`: in a clean worktree of its own, pull the model's data, run (or restore) its train and evaluate
@@ -50,7 +53,8 @@ def prep(folder: Path) -> None:
     targets = [f"repair@{d}" for d in spec.datasets]  # with their upstream stages: study, source@<dataset>
     try:
         with Worktree(spec, "prep") as repo:
-            output = _dvc(repo, "repro", "--pull", *targets)
+            remote.pull(repo, spec.remote, ["study", *(f"source@{d}" for d in spec.datasets), *targets])
+            output = _dvc(repo, "repro", *targets)
             print(f"prep: pushed {remote.push(repo, spec.remote)}", flush=True)
             (spec.folder / "dvc.lock").write_bytes((repo / "dvc.lock").read_bytes())
     except DtreproError:
@@ -77,10 +81,10 @@ def task(folder: Path, index: int | None = None) -> None:
     job = f"task-{task_index(index)}"
     try:
         with phases("job"), Worktree(spec, job) as repo:
-            with phases("pull"):
-                _dvc(repo, "pull", f"repair@{model.dataset}")  # the clean data the model trains on
+            with phases("pull"):  # the clean data the model trains on; the checked run entries of its stages
+                remote.pull(repo, spec.remote, [f"repair@{model.dataset}", *model.stages])
             with phases("stages"):
-                output = _dvc(repo, "repro", "--pull", "--single-item", *model.stages)
+                output = _dvc(repo, "repro", "--single-item", *model.stages)
             with phases("push"):
                 print(f"{job}: pushed {remote.push(repo, spec.remote, model.stages)}", flush=True)
     except DtreproError:

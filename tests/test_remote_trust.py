@@ -1,0 +1,150 @@
+"""What a team's remote holds is untrusted: run entries and folder listings are checked before anything is used.
+
+Each case writes one bad entry into a real folder remote, as someone who can write it could, and a fresh clone
+pulls: the pull stops with one paragraph naming the entry, nothing is written in the clone (no file outside an
+output folder, no entry in its run-cache), and the entry stays on the remote.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from dvc.stage.cache import _get_cache_hash
+from dvc.utils.serialize import dump_yaml, load_yaml
+
+from helpers import COLLECTED, one_line, run
+
+pytestmark = pytest.mark.slow
+SOURCE = f"source@{COLLECTED}"
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture
+def team(copy_done, tmp_path):
+    """(the repository that ran, its folder remote after `dtrepro push`)."""
+    remote = tmp_path / "remote"
+    ok(run(["dvc", "remote", "add", "-d", "team", str(remote)], copy_done))
+    ok(run(["git", "commit", "-q", "-am", "a remote for the team"], copy_done))
+    ok(run([sys.executable, "-m", "dtrepro.cli", "push"], copy_done))
+    return copy_done, remote
+
+
+def entry_of(remote: Path, cmd_part: str) -> tuple[Path, dict]:
+    """The remote's run entry whose command holds `cmd_part`."""
+    for path in sorted((remote / "runs").glob("*/*/*")):
+        entry = load_yaml(str(path))
+        if cmd_part in entry["cmd"]:
+            return path, entry
+    raise AssertionError(f"no run entry of {cmd_part}")
+
+
+def write_entry(remote: Path, entry: dict, rename: bool = True) -> Path:
+    """`entry` stored on the remote under the key and name its content hashes to (or, without `rename`, under
+    the name it had)."""
+    key = _get_cache_hash(copy.deepcopy(entry), key=True)
+    value = _get_cache_hash(copy.deepcopy(entry)) if rename else "0" * 64
+    path = remote / "runs" / key[:2] / key / value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dump_yaml(str(path), entry)
+    return path
+
+
+def write_listing(remote: Path, items: list[dict]) -> str:
+    """A folder listing stored on the remote under its own md5, as DVC stores one; its object id."""
+    data = json.dumps(items, sort_keys=True).encode()
+    md5 = hashlib.md5(data).hexdigest()
+    path = remote / "files" / "md5" / md5[:2] / f"{md5[2:]}.dir"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return f"{md5}.dir"
+
+
+def clone(a: Path, where: Path) -> Path:
+    ok(run(["git", "clone", "-q", str(a), str(where)], where.parent))
+    return where
+
+
+def refused(b: Path, *args: str) -> str:
+    proc = run([sys.executable, "-m", "dtrepro.cli", *args], b, timeout=900)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    return one_line(proc.stderr)
+
+
+def test_a_listing_that_writes_outside_its_folder_is_refused_and_nothing_is_written(team, tmp_path):
+    """The attack: a listing of source's Minari folder names ../../../src/sitecustomize.py (which Python would then
+    run in every later stage) and a file outside the repository; a run entry of that stage points at it."""
+    a, remote = team
+    path, entry = entry_of(remote, "stages/source.py")
+    folder = next(out for out in entry["outs"] if out["md5"].endswith(".dir"))
+    payload = hashlib.md5(b"print('pwned')\n").hexdigest()
+    (remote / "files" / "md5" / payload[:2]).mkdir(parents=True, exist_ok=True)
+    (remote / "files" / "md5" / payload[:2] / payload[2:]).write_bytes(b"print('pwned')\n")
+    for relpath in ("../../../src/sitecustomize.py", "../../../../x.txt"):
+        forged = copy.deepcopy(entry)
+        out = next(o for o in forged["outs"] if o["path"] == folder["path"])
+        out["md5"] = write_listing(remote, [{"md5": payload, "relpath": relpath}])
+        bad = write_entry(remote, forged)
+        b = clone(a, tmp_path / f"b{len(relpath)}")
+        message = refused(b, "pull")
+        assert f"The DVC remote 'team' holds a run entry that dtrepro will not restore: {bad}" in message
+        assert f"which writes '{relpath}', outside that folder" in message and "Nothing was pulled" in message
+        assert not (b / "src/sitecustomize.py").exists() and not (tmp_path / "x.txt").exists()
+        assert not list((b / ".dvc/cache/runs").glob("*/*/*"))  # nothing joined the clone's run-cache
+        assert bad.exists()  # left on the remote for its owner
+        # a named run that pulls checks the same, before DVC runs anything
+        assert "holds a run entry that dtrepro will not restore" in refused(b, "run", "smoke", "--pull")
+        assert not (b / "src/sitecustomize.py").exists()
+        bad.unlink()
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "renamed", "extra-output", "absolute-output"])
+def test_a_run_entry_that_is_not_what_it_claims_is_refused(team, tmp_path, damage):
+    a, remote = team
+    path, entry = entry_of(remote, "stages/evaluate.py")
+    if damage == "empty":  # an upload cut short before its first byte
+        bad = path.with_name("1" * 64)
+        bad.write_text("")
+        expected = "is not a run entry in DVC's format"
+    elif damage == "truncated":  # cut short after its command: valid YAML without outputs (DVC: KeyError 'outs')
+        bad = path.with_name("1" * 64)
+        bad.write_text(path.read_text()[:200])
+        expected = "is not what its file name says"
+    elif damage == "renamed":  # edited in place: the content no longer hashes to the file's name
+        entry["outs"][0]["md5"] = "0" * 32
+        bad = write_entry(remote, entry, rename=False)
+        expected = "is not what its file name says"
+    elif damage == "extra-output":  # an output its stage does not declare, keyed consistently
+        entry["outs"].append({**entry["outs"][0], "path": "src/dtrepro/evil.py"})
+        bad = write_entry(remote, entry)
+        expected = "has the outputs ['reports/eval/"
+    else:
+        entry["outs"][0]["path"] = "/tmp/evil.json"
+        bad = write_entry(remote, entry)
+        expected = "names the path '/tmp/evil.json', which is not a plain path inside the workspace"
+    b = clone(a, tmp_path / "b")
+    message = refused(b, "pull")
+    assert f"holds a run entry that dtrepro will not restore: {bad} {expected}" in message
+    assert damage != "extra-output" or "'src/dtrepro/evil.py'], not those its stage declares in dvc.yaml" in message
+    assert not list((b / ".dvc/cache/runs").glob("*/*/*")) and bad.exists()
+
+
+def test_a_bad_entry_in_the_local_run_cache_is_moved_aside_before_a_run_or_a_push(team, tmp_path):
+    """One that came by a plain `dvc pull --run-cache` (which checks nothing) or a write cut short."""
+    a, _ = team
+    local = next((a / ".dvc/cache/runs").glob("*/*/*"))
+    local.write_text(local.read_text()[:100])
+    message = refused(a, "push")
+    aside = a / ".dvc/tmp/refused" / local.parent.name / local.name
+    assert f"The local run-cache entry {local.relative_to(a)} is not a run entry" in message or str(local) in message
+    assert f"was moved to {aside}" in message and aside.exists() and not local.exists()
+    ok(run([sys.executable, "-m", "dtrepro.cli", "push"], a))  # the rest is intact, and pushes
