@@ -2,8 +2,8 @@
 
 Reads  --evals/<D>/k<K>-seed<S>.csv and --train-logs/<D>/k<K>-seed<S>.tsv for every D of study.datasets,
        K of study.context_lens and S of study.seeds, --repair-reports/<D>.json (the data's returns),
-       --source-reports/<D>.json (the data's SHA-256 and provenance);
-       params.yaml study.*, eval.*, data.env_version
+       --source-reports/<D>.json (the data's SHA-256 and provenance), --lock (dvc.lock: the checkpoints'
+       hashes, which each evaluation must name); params.yaml study.*, eval.*, data.env_version
 Writes --markdown (per dataset: headline, return conditioning, context length, per seed; beside the
        published scores), --metrics (the same numbers as flat metrics), --return-csv and --context-csv
        (dvc plots data), --plots-dir/<D>/return_conditioning.png, context_length.png, learning_curves.png

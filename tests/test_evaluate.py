@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sys
 
@@ -18,7 +19,7 @@ from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.model import DecisionTransformer, ModelConfig
 from dtrepro.agent.policy import Policy
 from dtrepro.errors import DtreproError
-from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.evaluation.eval_params import EPISODE_FIELDS, EvalParams
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
 from dtrepro.evaluation.stats import bootstrap_ci
 from dtrepro.registry.scores import normalized_score, reference_scores, return_for_score
@@ -169,6 +170,7 @@ def test_metrics_schema_is_stable_and_matches_the_episode_rows(checkpoints, tmp_
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     expected = {"env_id", "episodes", "seed", "context_len", "train_seed", "last.step", "best.step"}
     expected |= {"ref_min_score", "ref_max_score", "ref_scores_source"}  # what the scores were normalised with
+    expected |= {f"{c}.{k}" for c in ("last", "best") for k in ("path", "md5")}  # the checkpoint each scored
     expected |= {f"{c}.target_{t}.{f}" for c in ("last", "best") for t in (3600, 400) for f in RECORD_FIELDS}
     assert set(metrics) == expected
     assert metrics["env_id"] == "Hopper-v4" and metrics["last.step"] == 40 and metrics["best.step"] == 20
@@ -179,7 +181,9 @@ def test_metrics_schema_is_stable_and_matches_the_episode_rows(checkpoints, tmp_
     )
     with open(tmp_path / "e.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["checkpoint", "step", "target", "episode", "seed", "return", "length", "normalized_score"]
+    assert list(rows[0]) == list(EPISODE_FIELDS)
+    assert {r["checkpoint_md5"] for r in rows if r["checkpoint"] == "best"} == {metrics["best.md5"]}
+    assert metrics["best.md5"] == hashlib.md5((checkpoints / "best.pt").read_bytes()).hexdigest() != metrics["last.md5"]
     assert len(rows) == 2 * 2 * 3
     for ckpt in ("last", "best"):
         mine = [r for r in rows if r["checkpoint"] == ckpt and float(r["target"]) == 400.0]

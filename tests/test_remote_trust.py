@@ -148,3 +148,54 @@ def test_a_bad_entry_in_the_local_run_cache_is_moved_aside_before_a_run_or_a_pus
     assert f"The local run-cache entry {local.relative_to(a)} is not a run entry" in message or str(local) in message
     assert f"was moved to {aside}" in message and aside.exists() and not local.exists()
     ok(run([sys.executable, "-m", "dtrepro.cli", "push"], a))  # the rest is intact, and pushes
+
+
+def test_a_forged_evaluation_is_refused_by_the_report_and_caught_by_verify(team, tmp_path):
+    """An evaluate entry edited to point its CSV at made-up episodes, stored under their true MD5: the entry passes
+    every check a pull makes (it is well formed), DVC restores it, and then the report refuses the evaluation (its
+    episodes and its metrics disagree) and `dtrepro verify` runs the stage again and finds other scores."""
+    a, remote = team
+    honest, entry = entry_of(remote, f"--checkpoints models/{COLLECTED}/k5-seed0")
+    out = next(o for o in entry["outs"] if o["path"].endswith(".csv"))
+    lines = (a / out["path"]).read_text().splitlines()
+    header = lines[0].split(",")
+    made_up = []
+    for line in lines[1:]:
+        cells = line.split(",")
+        cells[header.index("return")], cells[header.index("normalized_score")] = "1580.0", "49.2"
+        made_up.append(",".join(cells))
+    data = "\n".join([lines[0], *made_up]) + "\n"
+    md5 = hashlib.md5(data.encode()).hexdigest()
+    (remote / "files" / "md5" / md5[:2]).mkdir(parents=True, exist_ok=True)
+    (remote / "files" / "md5" / md5[:2] / md5[2:]).write_text(data)
+    out.update(md5=md5, size=len(data))
+    write_entry(remote, entry)
+    honest.unlink()  # the forger replaces the honest entry (otherwise the newer of the two is restored)
+
+    b = clone(a, tmp_path / "b")
+    # made again from what the remote holds; without dvc.lock every stage comes from the run-cache (as in a named
+    # run whose params differ from the committed ones)
+    ok(run(["git", "rm", "-rq", "reports", "results", "dvc.lock"], b))
+    ok(run([sys.executable, "-m", "dtrepro.cli", "pull"], b))
+    restored = run(["dvc", "exp", "run"], b, timeout=900)
+    assert restored.returncode != 0
+    message = one_line(restored.stdout + restored.stderr)
+    assert f"reports/eval/{COLLECTED}/k5-seed0.csv and reports/eval/{COLLECTED}/k5-seed0.json do not agree" in message
+    assert "49.2000" in message and "dtrepro verify" in message
+    assert (b / out["path"]).read_text() == data  # DVC restored the forged episodes
+    verified = run([sys.executable, "-m", "dtrepro.cli", "verify", f"evaluate@{COLLECTED}-5-0"], b, timeout=900)
+    assert verified.returncode == 1, verified.stdout + verified.stderr
+    assert f"MISMATCH evaluate@{COLLECTED}-5-0" in verified.stdout and "in its episodes is 49.2" in verified.stdout
+    assert (b / out["path"]).read_text() == data  # verify changes nothing in the workspace
+
+
+def test_verify_passes_an_honest_restore(team, tmp_path):
+    a, _ = team
+    b = clone(a, tmp_path / "b")
+    ok(run([sys.executable, "-m", "dtrepro.cli", "pull"], b))
+    ok(run(["dvc", "exp", "run"], b, timeout=900))
+    verified = ok(run([sys.executable, "-m", "dtrepro.cli", "verify", "--sample", "2"], b, timeout=900))
+    assert verified.stdout.count("ok       evaluate@") == 2, verified.stdout
+    assert "2 of 2 stages agree" in verified.stdout
+    trained = ok(run([sys.executable, "-m", "dtrepro.cli", "verify", f"train@{COLLECTED}-1-1"], b, timeout=900))
+    assert "2 checkpoints identical, byte for byte" in trained.stdout

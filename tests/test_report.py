@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EvalParams
-from dtrepro.reporting.report import check_evaluation, provenance_line
+from dtrepro.reporting.report import check_evaluation, check_scored, provenance_line
 
 from helpers import COLLECTED, params
 
@@ -67,3 +68,39 @@ def test_the_data_line_names_the_bytes_and_what_made_them():
         provenance_line(downloaded)
         == f"Data: SHA-256 `{'cd' * 8}`…, downloaded from `http://mirror/hopper-medium-v2.hdf5`."
     )
+
+
+def scored(tmp_path, md5s=("a" * 32, "b" * 32), score=1.0):
+    """An evaluation's rows and the metrics file beside them, as the evaluate stage writes both."""
+    made = [{**r, "checkpoint_md5": md5s[CHECKPOINTS.index(r["checkpoint"])]} for r in rows()]
+    metrics = {f"{c}.md5": m for c, m in zip(CHECKPOINTS, ("a" * 32, "b" * 32), strict=True)}
+    metrics |= {f"{c}.path": f"models/d/k5-seed0/{c}.pt" for c in CHECKPOINTS}
+    metrics |= {f"{c}.target_{t:g}.normalized_score_mean": score for c in CHECKPOINTS for t in EVAL.targets}
+    (tmp_path / "k5-seed0.json").write_text(json.dumps(metrics))
+    return made, tmp_path / "k5-seed0.csv"
+
+
+def test_an_evaluation_whose_episodes_metrics_and_checkpoints_agree_is_read(tmp_path):
+    made, path = scored(tmp_path)
+    check_scored(made, EVAL, path, {"models/d/k5-seed0/last.pt": "a" * 32, "models/d/k5-seed0/best.pt": "b" * 32})
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        (
+            "other-checkpoint",
+            "the episodes of best.pt name the checkpoint cccccccccccccccccccccccccccccccc, the metrics",
+        ),
+        ("lock", "both scored last.pt with MD5 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, but dvc.lock records"),
+        ("other-scores", "the episodes of last.pt at target 3600 average 1.0000, the metrics say 7.5"),
+    ],
+)
+def test_an_evaluation_whose_parts_disagree_is_refused(tmp_path, case, expected):
+    made, path = scored(tmp_path, md5s=("a" * 32, "c" * 32) if case == "other-checkpoint" else ("a" * 32, "b" * 32))
+    if case == "other-scores":
+        scored(tmp_path, score=7.5)
+    recorded = {"models/d/k5-seed0/last.pt": "d" * 32} if case == "lock" else {}
+    with pytest.raises(DtreproError, match="do not agree") as err:
+        check_scored(made, EVAL, path, recorded)
+    assert expected in str(err.value)

@@ -4,6 +4,7 @@
     dtrepro run demo [-S eval.episodes=5]     run one as the DVC experiment of its name
     dtrepro show demo                         params.yaml as that named run makes it
     dtrepro push | dtrepro pull               data, models and the run-cache to / from the DVC remote
+    dtrepro verify [STAGE ...]                run stages again (a sample of evaluate stages) and compare
     dtrepro cluster submit suite --gres gpu:1 --wait    the study as Slurm jobs, the report in this workspace
     dtrepro cluster status suite              how that submission's jobs ended
     dtrepro cluster plan suite                the spec alone, for another scheduler (a Kubernetes Indexed Job)
@@ -45,6 +46,12 @@ def parser() -> argparse.ArgumentParser:
     for verb, text in (("push", "to"), ("pull", "from")):
         remote = sub.add_parser(verb, help=f"data, models and the run-cache {text} the DVC remote")
         remote.add_argument("-r", "--remote", help="a DVC remote's name (default: the default remote)")
+    check = sub.add_parser("verify", help="run stages again in a scratch folder; compare with what was restored")
+    check.add_argument(
+        "stages", nargs="*", help="stages to verify, e.g. evaluate@hopper-medium-v2-20-0 (default: a sample)"
+    )
+    check.add_argument("--sample", type=int, default=1, help="how many evaluate stages to sample (default 1)")
+    check.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
     cluster = sub.add_parser("cluster", help="the study on a Slurm cluster").add_subparsers(dest="job", required=True)
     submit = cluster.add_parser("submit", help="submit the named run's prep job, model array and report job")
     plan = cluster.add_parser("plan", help="write the spec only, for another scheduler (a Kubernetes Indexed Job)")
@@ -86,6 +93,15 @@ def main(argv: list[str] | None = None) -> None:
         from dtrepro.commands import COMPARE, dvc
 
         sys.exit(dvc(root, *COMPARE, *args.dvc_args).returncode)
+    elif args.verb == "verify":
+        from dtrepro.verify import verify
+
+        verdicts = verify(root, args.stages, args.sample, args.seed)
+        bad = [v.stage for v in verdicts if not v.ok]
+        print(f"verify: {len(verdicts) - len(bad)} of {len(verdicts)} stages agree with what was restored")
+        if bad:
+            print(f"verify: {', '.join(bad)} gave other outputs than the workspace holds", file=sys.stderr)
+            sys.exit(1)
     elif args.verb in ("push", "pull"):
         from dtrepro import remote
 

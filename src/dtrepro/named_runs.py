@@ -205,11 +205,11 @@ def run(
     check_git_identity(root)
     pulling, dvc_args = "--pull" in dvc_args, [a for a in dvc_args if a != "--pull"]
     with workspace_lock(root, name):
+        sets = overrides(wanted, load_yaml(root / PARAMS_FILE))
         if pulling:
             print(f"named run: pulled {remote.pull(root)}", flush=True)
         else:
             remote.check_local_runs(root)
-        sets = overrides(wanted, load_yaml(root / PARAMS_FILE))
         pending = f"{name}{PENDING}"  # the new run's name until it has succeeded: a failure loses no experiment
         dvc(root, "exp", "remove", pending, quiet=True)
         args = ["exp", "run", "-n", pending, *dvc_args, *(x for s in sets for x in ("-S", s)), *targets]

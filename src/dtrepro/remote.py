@@ -172,9 +172,9 @@ def check_local_runs(root: Path, repo=None) -> int:
     if repo is None:
         with chdir(root), _repo(root) as repo:
             return check_local_runs(root, repo)
-    runs = Path(repo.stage_cache.cache_dir)
-    declared, read = _declared(repo), _reader(repo.cache.local)
-    entries = _entries(runs)
+    entries = _entries(Path(repo.stage_cache.cache_dir))
+    declared = _declared(repo) if entries else {}
+    read = _reader(repo.cache.local)
     for key, value, path in entries:
         problem = check_entry(key, value, path.read_text(errors="replace"), declared, read)
         if problem:

@@ -13,7 +13,10 @@ from dtrepro.params import DeviceName, EnvId, Params, Seed
 
 MAX_EPISODES = 1000  # per checkpoint and target
 MAX_TARGET = 1e5  # the largest return asked for: above every locomotion env's best (HalfCheetah's ~12,000)
-EPISODE_FIELDS = ("checkpoint", "step", "target", "episode", "seed", "return", "length", "normalized_score")
+# checkpoint_md5: the scored file's MD5, the hash dvc.lock records for it, so that each row names what it scored
+EPISODE_FIELDS = (
+    "checkpoint", "checkpoint_md5", "step", "target", "episode", "seed", "return", "length", "normalized_score"
+)  # fmt: skip
 
 
 class EvalParams(Params):

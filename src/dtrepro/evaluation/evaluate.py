@@ -2,12 +2,15 @@
 
 Both checkpoints run `episodes` episodes at each of `targets`, all stepped together
 (`run_episodes`). The stage writes one CSV row per episode and flat JSON metrics:
-returns and D4RL-normalised scores with a 95% bootstrap CI per checkpoint and target.
+returns and normalised scores with a 95% bootstrap CI per checkpoint and target. Both name the
+checkpoint each number came from by its MD5 (the hash `dvc.lock` records for it), so that the report
+can refuse an evaluation whose parts disagree, or disagree with the checkpoints trained.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from pathlib import Path
 
@@ -52,7 +55,10 @@ def evaluate_checkpoints(
     metrics = {"env_id": params.env_id, "episodes": params.episodes, "seed": params.seed}
     rows, done = [], {}
     for name in CHECKPOINTS:
-        policy, ckpt = policy_from_checkpoint(Path(checkpoint_dir) / f"{name}.pt", device)
+        path = Path(checkpoint_dir) / f"{name}.pt"
+        policy, ckpt = policy_from_checkpoint(path, device)
+        md5 = hashlib.md5(path.read_bytes()).hexdigest()
+        metrics.update({f"{name}.path": path.as_posix(), f"{name}.md5": md5})
         # the dataset's reference scores (D4RL's for D4RL's data, whatever the checkpoint carries)
         ref_min, ref_max, ref_source = reference_scores(ckpt.ref_scores, dataset)
         metrics.update(ref_min_score=ref_min, ref_max_score=ref_max, ref_scores_source=ref_source)
@@ -77,7 +83,7 @@ def evaluate_checkpoints(
             metrics.update({metric_key(name, target, k): v for k, v in summary.items()})
         scores = normalized_score(results.returns, params.env_id, (ref_min, ref_max))
         for i in range(len(seeds)):
-            row = (name, step, results.targets[i], i % params.episodes, results.seeds[i], results.returns[i])
+            row = (name, md5, step, results.targets[i], i % params.episodes, results.seeds[i], results.returns[i])
             rows.append((*row, results.lengths[i], scores[i]))
     with atomic_output(episodes_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ import numpy as np
 from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.atomic import atomic_output, write_json
 from dtrepro.errors import DtreproError
-from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.evaluation.eval_params import EvalParams, metric_key
 from dtrepro.evaluation.stats import bootstrap_ci, difference_ci, seed_test
+from dtrepro.params import read_yaml
 from dtrepro.registry.datasets import published
 from dtrepro.registry.scores import D4RL, label, normalized_score, reference_scores
 from dtrepro.reporting import findings, plots
@@ -42,10 +44,20 @@ class ReportPaths:
     return_csv: Path
     context_csv: Path
     plots_dir: Path
+    lock: Path | None = None  # dvc.lock: the checkpoints' hashes the evaluations must name
 
 
-def read_episodes(run: Run, folder: Path, params: EvalParams) -> list[dict]:
-    """One run's episode rows, checked to be an evaluation made with `params`."""
+def recorded_outputs(lock: Path | None) -> dict[str, str]:
+    """path -> MD5 of every output dvc.lock records (each train stage's checkpoints among them); {} without one."""
+    if lock is None or not lock.exists():
+        return {}
+    stages = (read_yaml(lock.read_text(), str(lock)) or {}).get("stages") or {}
+    return {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs", [])}
+
+
+def read_episodes(run: Run, folder: Path, params: EvalParams, recorded: dict[str, str] | None = None) -> list[dict]:
+    """One run's episode rows, checked to be an evaluation made with `params` whose episodes, metrics and
+    checkpoints agree (`check_scored`; `recorded`: dvc.lock's hashes)."""
     path = folder / f"{run.name}.csv"
     if not path.exists():
         raise DtreproError(
@@ -57,7 +69,43 @@ def read_episodes(run: Run, folder: Path, params: EvalParams) -> list[dict]:
         r.update(step=int(r["step"]), target=float(r["target"]), length=int(r["length"]), seed=int(r["seed"]))
         r.update({k: float(r[k]) for k in ("return", "normalized_score")})
     check_evaluation(rows, params, path)
+    check_scored(rows, params, path, recorded or {})
     return rows
+
+
+def check_scored(rows: list[dict], params: EvalParams, path: Path, recorded: dict[str, str]) -> None:
+    """Refuse an evaluation whose episodes (`path`) and metrics (its .json) disagree: on the checkpoint each
+    scored (its MD5), with the checkpoint dvc.lock records for that path, or on any mean score. They are one
+    stage's outputs: a disagreement is a file changed after the run or a run-cache entry that claims what its
+    run did not make."""
+    metrics_path = path.with_suffix(".json")
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    problem = None
+    for c in CHECKPOINTS:
+        named, md5 = sorted({r["checkpoint_md5"] for r in rows if r["checkpoint"] == c}), metrics.get(f"{c}.md5")
+        lock = recorded.get(metrics.get(f"{c}.path"))
+        means = {t: float(np.mean([r["normalized_score"] for r in episodes_at(rows, c, t)])) for t in params.targets}
+        wrong = [t for t, m in means.items() if not math.isclose(m, metrics.get(metric_key(c, t, KEY), math.nan))]
+        if named != [md5]:
+            problem = f"the episodes of {c}.pt name the checkpoint {', '.join(named)}, the metrics {md5}"
+        elif lock not in (None, md5):
+            problem = f"both scored {c}.pt with MD5 {md5}, but dvc.lock records {lock} for {metrics[f'{c}.path']}"
+        elif wrong:
+            t = wrong[0]
+            problem = (
+                f"the episodes of {c}.pt at target {t:g} average {means[t]:.4f}, the metrics say "
+                f"{metrics.get(metric_key(c, t, KEY))}"
+            )
+        if problem:
+            raise DtreproError(
+                f"{path} and {metrics_path} do not agree: {problem}. They are the outputs of one evaluate stage, so "
+                f"one was changed after it ran, or restored from a run-cache entry that claims what no run made. "
+                f"`dtrepro verify` re-runs evaluate stages and compares; `dvc repro --force --single-item` of this "
+                f"one makes it again."
+            )
+
+
+KEY = "normalized_score_mean"
 
 
 def check_evaluation(rows: list[dict], params: EvalParams, path: Path) -> None:
@@ -307,7 +355,8 @@ def references(study: StudyParams, evals: Path, name: str) -> tuple[float, float
 
 def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, name: str) -> dict:
     """One dataset's tables: its aggregate rows, per-seed rows, data statistics, and its PNGs written."""
-    episodes = {run: read_episodes(run, paths.evals / name, params) for run in study.runs}
+    recorded = recorded_outputs(paths.lock)
+    episodes = {run: read_episodes(run, paths.evals / name, params, recorded) for run in study.runs}
     table = aggregate(study, params, episodes)
     t0 = params.targets[0]
     per_seed = []
