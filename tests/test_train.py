@@ -439,3 +439,16 @@ def test_a_d4rl_file_carrying_reference_scores_is_still_normalised_with_d4rls(cl
     assert metrics["ref_scores_source"] == "d4rl"
     refs = Checkpoint.load(tmp_path / "m" / "last.pt").ref_scores
     assert (refs["ref_min_score"], refs["ref_max_score"]) == (-20.272305, 3234.3)
+
+
+def test_the_training_metrics_name_what_the_bytes_depend_on(clean_file, tmp_path):
+    """Device, processor and thread count: a float32 CPU training's bytes depend on the last (docs/pipeline.md)."""
+    chosen = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": 5}), HOPPER)
+    metrics = train(
+        chosen, Run(5, 0), clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json", dataset=HOPPER
+    )
+    from dtrepro.kernels import cpu_model
+
+    assert metrics["device"] == "cpu" and metrics["processor"] == cpu_model()
+    assert metrics["threads"] == torch.get_num_threads() >= 1
+    assert json.loads((tmp_path / "m.json").read_text())["threads"] == metrics["threads"]

@@ -2,8 +2,11 @@
 
 A checkpoint alone is enough to act and to be scored: the weights, the model's config, the state
 normalisation, the return scale, the env and the reference scores its data carried. It holds nothing
-that depends on the clock or on the machine's load, so on the CPU the same params, data and seed give
-the same bytes, and DVC re-runs nothing downstream of a retrained model that came out the same.
+that depends on the clock or on the machine's load. Which trainings give the same bytes (docs/pipeline.md,
+"Determinism"): on the CPU, the same params, data, seed and library versions on the same processor kind
+give the same bytes in bf16 at any thread count, and in float32 only at the same torch thread count (its
+sums are split by thread); on GPUs nothing is promised across GPU models. The training metrics record the
+device, processor and thread count, and `dtrepro verify` compares scores where bytes may differ.
 Files are read with `torch.load(..., weights_only=True)`: a pickle payload is refused, never run.
 """
 

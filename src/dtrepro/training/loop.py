@@ -37,6 +37,7 @@ from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import read_d4rl, require_regular_file
 from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.errors import DtreproError
+from dtrepro.kernels import cpu_model
 from dtrepro.params import PARAMS_FILE, DeviceName, EnvId, Params
 from dtrepro.progress import progress
 from dtrepro.registry.scores import normalized_score, reference_scores
@@ -343,7 +344,10 @@ def write_outputs(parts: Parts, step: int, best, log: TrainLog, out_dir, metrics
         # the median throughput of the log's windows: of the run that trained, the same when a state is rewritten
         "samples_per_s": statistics.median(rates) if rates else None,
         "processes": ddp.world,
+        # what the bytes of last.pt depend on beyond params, data and seed (dtrepro.agent.checkpoint)
         "device": ddp.device.type,
+        "processor": torch.cuda.get_device_name(ddp.device) if ddp.device.type == "cuda" else cpu_model(),
+        "threads": torch.get_num_threads(),
         "ref_scores_source": parts.refs[2],  # what eval_score is normalised with: d4rl, or the data's own (minari)
     }
     write_json(metrics_path, metrics)
