@@ -28,16 +28,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import posixpath
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
-from contextlib import chdir
+from contextlib import chdir, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 
-from dtrepro.errors import DtreproError
+from dtrepro.errors import DtreproError, is_disk_full
 from dtrepro.params import read_yaml
 
 
@@ -76,14 +78,116 @@ def _remote_name(repo, remote: str | None) -> str:
         ) from None
 
 
+def _url(root: Path, repo, name: str) -> str:
+    """Remote `name`'s URL, a local path made absolute (DVC reads a relative one from the config's folder)."""
+    url = repo.config["remote"][name]["url"]
+    if "://" not in url and not Path(url).is_absolute():
+        url = str((root / ".dvc" / url).resolve())
+    return url
+
+
 def default_remote(root: Path) -> tuple[str, str]:
     """The default DVC remote's name and URL, a local path made absolute (what every node of a cluster reads)."""
     with _repo(root) as repo:
         name = _remote_name(repo, None)
-        url = repo.config["remote"][name]["url"]
-    if "://" not in url and not Path(url).is_absolute():
-        url = str((root / ".dvc" / url).resolve())  # DVC reads a relative path from the config's folder
-    return name, url
+        return name, _url(root, repo, name)
+
+
+def _check_folder(root: Path, repo, name: str, pulling: bool) -> Path | None:
+    """A local remote's folder (None for another kind), refused where it cannot be one: a file, or when pulling,
+    nothing at all (a typo or a shared filesystem not mounted)."""
+    url = _url(root, repo, name)
+    if "://" in url and not url.startswith("file://"):
+        return None
+    folder = Path(url.removeprefix("file://"))
+    if folder.exists() and not folder.is_dir():
+        raise DtreproError(
+            f"The DVC remote '{name}' is {folder}, which is a file, not a folder: nothing was sent or fetched. Point "
+            f"the remote at a folder (`dvc remote modify {name} url /shared/dtrepro-cache`), then run again."
+        )
+    if pulling and not folder.is_dir():
+        raise DtreproError(
+            f"The DVC remote '{name}' is {folder}, which does not exist, so there is nothing to pull: nothing was "
+            f"fetched. Check its path (`dvc remote list`) and that the shared filesystem is mounted here; a new remote "
+            f"fills with the first `dtrepro push`."
+        )
+    return folder
+
+
+def _drop_damaged(folder: Path | None, since: float) -> int:
+    """Remove the objects under `folder` written since `since` whose bytes are not what their names say (a
+    transfer cut short by a full disk); DVC's temporary files of the transfer too. Returns how many."""
+    if folder is None or not (folder / "files" / "md5").is_dir():
+        return 0
+    dropped = 0
+    for path in (folder / "files" / "md5").glob("*/*"):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            oid = path.parent.name + path.name
+            if len(oid) in (32, 36) and hashlib.md5(path.read_bytes()).hexdigest() == oid.removesuffix(".dir"):
+                continue
+            path.unlink()
+            dropped += 1
+        except OSError:
+            continue
+    return dropped
+
+
+class _DvcErrors(logging.Filter):
+    """While in effect, DVC's error lines (one per object a transfer failed on) are counted, the first kept, and
+    none printed: the transfer's one paragraph says what they say."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.count = "", 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        self.count += 1
+        if not self.first:
+            cause = record.exc_info[1] if record.exc_info else None
+            self.first = " ".join(f"{record.getMessage()}{f' - {cause}' if cause else ''}".split())
+        return False
+
+    def __enter__(self):
+        for handler in logging.getLogger("dvc").handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(self, *exc):
+        for handler in logging.getLogger("dvc").handlers:
+            handler.removeFilter(self)
+
+
+@contextmanager
+def _transfer(root: Path, repo, name: str, verb: str, folders: list):
+    """A push or pull to remote `name`: an OSError or a failed object becomes one paragraph, and what the transfer
+    left half-written in the local cache and a local remote (`folders`) is removed first."""
+    from dvc.exceptions import DvcException
+
+    since, errors = time.time() - 1, _DvcErrors()
+    try:
+        with errors:
+            yield
+    except (OSError, DvcException) as err:
+        dropped = sum(_drop_damaged(f, since) for f in folders)
+        cause = err if isinstance(err, OSError) else (err.__cause__ or err)
+        if isinstance(cause, OSError) and is_disk_full(cause) or "No space left on device" in errors.first:
+            what = "a disk is full"
+        elif isinstance(cause, OSError) and cause.filename:
+            what = f"{cause.strerror} ({cause.filename})"
+        else:
+            what = " ".join(str(cause).split())
+        if errors.first:
+            what += f"; the first error, of {errors.count}: {errors.first}"
+        raise DtreproError(
+            f"{verb.capitalize()} {'to' if verb == 'push' else 'from'} the DVC remote '{name}' failed: {what}. "
+            f"{dropped} half-written object(s) were removed, so both caches hold only whole objects. Free space or "
+            f"fix the remote's permissions (`dvc remote list` shows where it is), then {verb} again: what was "
+            f"already sent or fetched is kept."
+        ) from None
 
 
 def safe_relpath(path) -> bool:
@@ -235,19 +339,23 @@ def _objects_of(repo, stages: list[str] | None) -> set:
 def push(root: Path, remote: str | None = None, targets: list[str] | None = None) -> Transfer:
     """Send the workspace's outputs (of `targets`' stages, or all), the run-cache and every object its entries name
     to the remote; the local entries are checked first (`check_local_runs`), so that no bad one spreads."""
-    from dvc.exceptions import UploadError
-
     # DVC resolves targets, and builds each run entry's stage from "dvc.yaml", relative to the cwd
     with chdir(root), _repo(root) as repo:
         name = _remote_name(repo, remote)
         before = check_local_runs(root, repo)
-        try:
+        folder = _check_folder(root, repo, name, pulling=False)
+        with _transfer(root, repo, name, "push", [folder]):
             outputs = repo.push(targets=targets, remote=name, run_cache=True)
-        except UploadError as err:
-            raise DtreproError(f"Pushing to the DVC remote '{name}' failed: {err}. Check it, push again.") from None
-        with repo.lock:
-            result = repo.cloud.push(_objects_of(repo, None), remote=name)
+            with repo.lock:
+                result = repo.cloud.push(_objects_of(repo, None), remote=name)
+            _complete(result, name, "push")
     return Transfer(max(0, outputs - before), before, len(result.transferred), len(result.failed))
+
+
+def _complete(result, name: str, verb: str) -> None:
+    """Refuse a transfer that left objects behind, as an OSError would be (`_transfer` words it)."""
+    if result.failed:
+        raise OSError(f"{len(result.failed)} object(s) could not be {'sent' if verb == 'push' else 'fetched'}")
 
 
 def pull(root: Path, remote: str | None = None, targets: list[str] | None = None, outputs: bool = True) -> Transfer:
@@ -257,10 +365,13 @@ def pull(root: Path, remote: str | None = None, targets: list[str] | None = None
     with chdir(root), _repo(root) as repo:
         name = _remote_name(repo, remote)
         check_local_runs(root, repo)
-        runs = fetch_runs(root, repo, name)
-        fetched = 0
-        if outputs:  # dvc.lock's outputs that no one pushed are left missing: dvc exp run makes them
-            fetched = repo.pull(targets=targets, remote=name, allow_missing=True)["stats"]["fetched"]
-        with repo.lock:
-            result = repo.cloud.pull(_objects_of(repo, targets), remote=name)
+        _check_folder(root, repo, name, pulling=True)
+        with _transfer(root, repo, name, "pull", [Path(repo.cache.local.path).parents[1]]):
+            runs = fetch_runs(root, repo, name)
+            fetched = 0
+            if outputs:  # dvc.lock's outputs that no one pushed are left missing: dvc exp run makes them
+                fetched = repo.pull(targets=targets, remote=name, allow_missing=True)["stats"]["fetched"]
+            with repo.lock:
+                result = repo.cloud.pull(_objects_of(repo, targets), remote=name)
+            _complete(result, name, "pull")
     return Transfer(fetched, runs, len(result.transferred), len(result.failed))

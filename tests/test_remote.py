@@ -1,8 +1,9 @@
-"""What a team's remote holds is untrusted: run entries and folder listings are checked before anything is used.
+"""A team's remote: what it holds is untrusted and checked before use; what goes wrong with it is one paragraph.
 
-Each case writes one bad entry into a real folder remote, as someone who can write it could, and a fresh clone
-pulls: the pull stops with one paragraph naming the entry, nothing is written in the clone (no file outside an
-output folder, no entry in its run-cache), and the entry stays on the remote.
+Each trust case writes one bad entry into a real folder remote, as someone who can write it could, and a fresh
+clone pulls: the pull stops with one paragraph naming the entry, nothing is written in the clone (no file outside
+an output folder, no entry in its run-cache), and the entry stays on the remote. The failure cases use a remote
+that is a file, one that does not exist, and real full or read-only disks (tmpfs mounts).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -199,3 +201,69 @@ def test_verify_passes_an_honest_restore(team, tmp_path):
     assert "2 of 2 stages agree" in verified.stdout
     trained = ok(run([sys.executable, "-m", "dtrepro.cli", "verify", f"train@{COLLECTED}-1-1"], b, timeout=900))
     assert "2 checkpoints identical, byte for byte" in trained.stdout
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size): a folder on a tmpfs of that size, unmounted at the end (a disk that fills, or is read-only)."""
+    mounted = []
+
+    def mount(size: str, name: str = "disk") -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here (CI runs as root and can): {proc.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def objects_whole(folder: Path) -> bool:
+    """Every object under a DVC cache or remote folder is what its name says; no temporary file is left."""
+    return all(
+        not path.name.startswith(".")
+        and hashlib.md5(path.read_bytes()).hexdigest() == (path.parent.name + path.name).removesuffix(".dir")
+        for path in (folder / "files" / "md5").glob("*/*")
+    )
+
+
+def remote_add(repo: Path, name: str, url: Path) -> None:
+    ok(run(["dvc", "remote", "add", name, str(url)], repo))
+
+
+def test_a_remote_that_is_a_file_or_missing_is_one_paragraph(copy_done, tmp_path):
+    (tmp_path / "afile").write_text("")
+    remote_add(copy_done, "f", tmp_path / "afile")
+    remote_add(copy_done, "gone", tmp_path / "gone")
+    for verb in ("push", "pull"):
+        message = refused(copy_done, verb, "-r", "f")
+        assert f"The DVC remote 'f' is {tmp_path / 'afile'}, which is a file, not a folder" in message
+    message = refused(copy_done, "pull", "-r", "gone")
+    assert f"The DVC remote 'gone' is {tmp_path / 'gone'}, which does not exist, so there is nothing to pull" in message
+
+
+def test_a_full_or_read_only_remote_stops_a_push_with_nothing_half_written(copy_done, tmpfs):
+    full = tmpfs("300k", "full")
+    remote_add(copy_done, "full", full / "cache")
+    message = refused(copy_done, "push", "-r", "full")
+    assert "Push to the DVC remote 'full' failed: a disk is full" in message and "No space left on device" in message
+    assert "half-written object(s) were removed" in message and objects_whole(full / "cache")
+    assert not [p for p in (full / "cache").rglob(".*") if p.is_file()]
+    frozen = tmpfs("10m", "frozen")
+    subprocess.run(["mount", "-o", "remount,ro", str(frozen)], check=True)
+    remote_add(copy_done, "frozen", frozen)
+    assert "Read-only file system" in refused(copy_done, "push", "-r", "frozen")
+
+
+def test_a_pull_into_a_full_disk_leaves_only_whole_objects(team, tmp_path, tmpfs):
+    a, _ = team
+    b = clone(a, tmp_path / "b")
+    cache = tmpfs("400k", "cache")
+    ok(run(["dvc", "cache", "dir", "--local", str(cache)], b))
+    message = refused(b, "pull")
+    assert "Pull from the DVC remote 'team' failed: a disk is full" in message
+    assert objects_whole(cache) and not [p for p in cache.rglob(".*") if p.is_file()]
