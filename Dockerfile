@@ -28,10 +28,11 @@ ENV DEBIAN_FRONTEND=noninteractive \
     DVC_SITE_CACHE_DIR=/tmp/dvc-site-cache \
     DVC_NO_ANALYTICS=1
 
-# python3-venv: the pipeline's own environment; git: DVC; libegl1/libgl1/libglvnd0/libopengl0: headless MuJoCo.
+# python3-venv: the pipeline's own environment; git: DVC; libegl1/libgl1/libglvnd0/libopengl0: headless MuJoCo;
+# dumb-init: PID 1 (below).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3 python3-venv git make ca-certificates libegl1 libgl1 libglvnd0 libopengl0 \
+        python3 python3-venv git make ca-certificates libegl1 libgl1 libglvnd0 libopengl0 dumb-init \
     && rm -rf /var/lib/apt/lists/*
 
 # The same lock file as `make install` (its own layer, so that edits to the code do not reinstall it);
@@ -59,4 +60,9 @@ USER 1000:1000
 # The mounted repository's own library comes first, so edits to src/ are what the stages run.
 ENV PYTHONPATH=/workspace/src
 WORKDIR /workspace
+# PID 1 is dumb-init, not dvc: a PID 1 ignores SIGTERM, so `docker stop` had to SIGKILL dvc, whose lock then
+# named PID 1, which always exists. dumb-init passes `docker stop`'s SIGTERM on as SIGINT to the command's
+# whole process group: dvc and its stage stop as after a Ctrl-C (the stage removes its temporaries, DVC
+# releases its lock and records the stage as not done), well within docker's 10 s.
+ENTRYPOINT ["dumb-init", "--rewrite", "15:2", "--"]
 CMD ["dvc", "exp", "run"]

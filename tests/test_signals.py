@@ -3,7 +3,9 @@ process stops with it, no temporary file is left, and the last line says what wa
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,3 +130,71 @@ def test_a_ctrl_c_inside_an_import_is_raised_after_it(tmp_path, after):
     assert proc.stdout == "imported\n" and proc.returncode != 0, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stderr.startswith("interrupted by Ctrl-C (SIGINT): prog.py stopped"), proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def _in_pid_namespace(repo, *cmd: str) -> subprocess.Popen:
+    """`cmd` as PID 1 of a new PID namespace (as a container runs its command), in `repo`."""
+    return subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", *cmd],
+        cwd=repo,
+        env={**repo_env(repo), "TQDM_DISABLE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _training(proc: subprocess.Popen) -> psutil.Process:
+    """The namespace's PID 1 (as the host sees it), once a train stage runs inside."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        if any("stages/train.py" in " ".join(k.cmdline()) for k in kids if k.is_running()):
+            time.sleep(1)  # into its steps
+            return psutil.Process(proc.pid).children()[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no train stage started: {proc.args}")
+
+
+def _rwlock(repo) -> dict:
+    path = repo / ".dvc" / "tmp" / "rwlock"
+    return json.loads(path.read_text() or "{}") if path.exists() else {}
+
+
+def _docker_stop(init: psutil.Process, proc: subprocess.Popen) -> float:
+    """What `docker stop` does to a container's PID 1: SIGTERM, 10 s, then SIGKILL. Returns the seconds it took."""
+    t0 = time.monotonic()
+    init.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        init.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    return time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_the_image_s_init_stops_dvc_as_a_ctrl_c_does_when_docker_stops_it(copy_done):
+    """The image's ENTRYPOINT (dumb-init, SIGTERM passed on as SIGINT) as PID 1 of a PID namespace: `docker stop`'s
+    SIGTERM stops dvc and its stage cleanly within the 10 s, DVC's lock is released, and `dvc status` works."""
+    entry = json.loads(re.search(r"ENTRYPOINT (\[.*\])", (ROOT / "Dockerfile").read_text())[1])
+    proc = _in_pid_namespace(copy_done, *entry, "dvc", "exp", "run", "-S", "train.steps=2000")
+    took = _docker_stop(_training(proc), proc)
+    output = proc.stdout.read()
+    assert took < 10, output  # stopped by the SIGTERM, not by docker's SIGKILL
+    assert not any(_rwlock(copy_done).get(k) for k in ("read", "write")), _rwlock(copy_done)
+    assert not temporaries(copy_done)
+    status = run(["dvc", "status"], copy_done)
+    assert status.returncode == 0 and "lock" not in status.stdout + status.stderr, status.stdout + status.stderr
+
+
+@pytest.mark.slow
+def test_a_lock_left_by_dvc_killed_as_pid_1_does_not_block_the_next_run(copy_done):
+    """dvc itself as PID 1 ignores SIGTERM, docker stop then kills it, and its lock names PID 1, which always exists:
+    a named run treats a lock whose PID is no DVC process as stale, removes it and runs."""
+    proc = _in_pid_namespace(copy_done, "dvc", "exp", "run", "-S", "train.steps=2000")
+    assert _docker_stop(_training(proc), proc) >= 10  # SIGTERM ignored by a PID 1 without handlers
+    assert any(e["pid"] == 1 for e in _rwlock(copy_done)["write"].values()), _rwlock(copy_done)
+    again = run([sys.executable, "-m", "dtrepro.cli", "run", "smoke", "report"], copy_done, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not any(_rwlock(copy_done).get(k) for k in ("read", "write"))

@@ -117,20 +117,36 @@ def overrides(wanted: dict, current: dict) -> list[str]:
     return [f"{k}={hydra_value(v)}" for k, v in flatten(wanted).items() if k not in have or have[k] != v]
 
 
+def _is_dvc(pid) -> bool:
+    """Whether process `pid` lives and runs DVC (its command line names dvc)."""
+    try:
+        return b"dvc" in Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def _dvc_lock_holders(root: Path) -> list[str]:
-    """The commands that hold DVC's own repository lock now (live processes only)."""
+    """The commands that hold DVC's own repository lock now. An entry whose PID is no DVC process is stale (a dvc
+    killed as a container's PID 1 left PID 1 there, which always exists): it is removed from the lock."""
     path = root / ".dvc" / "tmp" / "rwlock"
     try:
         info = json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         return []
-    holders = set()
+    holders, stale = set(), False
     for kind in ("read", "write"):
-        for entries in info.get(kind, {}).values():
-            for entry in entries if isinstance(entries, list) else [entries]:
-                pid = entry.get("pid")
-                if pid and Path(f"/proc/{pid}").exists():
-                    holders.add(f"PID {pid}: {entry.get('cmd', '?')}")
+        for key, entries in list(info.get(kind, {}).items()):
+            listed = entries if isinstance(entries, list) else [entries]
+            live = [e for e in listed if isinstance(e, dict) and _is_dvc(e.get("pid"))]
+            holders.update(f"PID {e['pid']}: {e.get('cmd', '?')}" for e in live)
+            if len(live) < len(listed):
+                stale = True
+                if live:
+                    info[kind][key] = live if isinstance(entries, list) else live[0]
+                else:
+                    del info[kind][key]
+    if stale:
+        path.write_text(json.dumps(info))
     return sorted(holders)
 
 
