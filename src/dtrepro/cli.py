@@ -25,6 +25,17 @@ import yaml
 from dtrepro.errors import run_stage
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 would silently mean "no limit" to sbatch)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _named(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="a named run: a profile of profiles/ (dtrepro list), or 'default'")
     parser.add_argument("-S", "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE")
@@ -61,9 +72,9 @@ def parser() -> argparse.ArgumentParser:
         ("--partition", str, "Slurm partition"),
         ("--time", str, "time limit per job, e.g. 02:00:00"),
         ("--gres", str, "generic resources of each training task, e.g. gpu:1"),
-        ("--cpus-per-task", int, "CPUs of each job (default 1)"),
+        ("--cpus-per-task", positive, "CPUs of each job (default 1)"),
         ("--mem", str, "memory of each job, e.g. 16G"),
-        ("--max-parallel", int, "training tasks running at once"),
+        ("--max-parallel", positive, "training tasks running at once (default: as many as Slurm allows)"),
     ):
         submit.add_argument(option, type=kind, help=text)
     submit.add_argument("--wait", action="store_true", help="wait for the jobs, then say how each ended")
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def cluster(root: Path, args: argparse.Namespace) -> None:
     from dtrepro.cluster import jobs, slurm
-    from dtrepro.cluster.spec import JOBS_DIR, Resources
+    from dtrepro.cluster.spec import Resources, job_folder
 
     if args.job == "plan":
         spec = slurm.plan(root, args.name, args.assignments, Resources())
@@ -125,13 +136,22 @@ def cluster(root: Path, args: argparse.Namespace) -> None:
         ids = slurm.submit(root, args.name, args.assignments, resources)
         print(f"cluster: submitted {args.name}: prep job {ids['prep']}, array {ids['array']}, report {ids['finish']}")
         if args.wait:
-            slurm.wait(ids)
-            ok, text = slurm.report(root / JOBS_DIR / args.name)
+            try:
+                slurm.wait(ids)
+            except KeyboardInterrupt:
+                print(
+                    f"cluster: stopped waiting; the jobs ({', '.join(ids.values())}) go on running on the cluster. "
+                    f"`dtrepro cluster status {args.name}` says how they ended; `scancel {' '.join(ids.values())}` "
+                    f"stops them.",
+                    file=sys.stderr,
+                )
+                sys.exit(130)
+            ok, text = slurm.report(job_folder(root, args.name))
             print(text)
             if not ok:
                 sys.exit(1)
     elif args.job == "status":
-        ok, text = slurm.report(root / JOBS_DIR / args.name)
+        ok, text = slurm.report(job_folder(root, args.name))
         print(text)
         sys.exit(0 if ok else 1)
     elif args.job == "task":

@@ -223,7 +223,7 @@ def run(
     with workspace_lock(root, name):
         sets = overrides(wanted, load_yaml(root / PARAMS_FILE))
         if pulling:
-            print(f"named run: pulled {remote.pull(root)}", flush=True)
+            print(f"named run: pulled {remote.pull(root, new_ok=True)}", flush=True)
         else:
             remote.check_local_runs(root)
         pending = f"{name}{PENDING}"  # the new run's name until it has succeeded: a failure loses no experiment

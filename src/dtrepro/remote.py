@@ -94,8 +94,8 @@ def default_remote(root: Path) -> tuple[str, str]:
 
 
 def _check_folder(root: Path, repo, name: str, pulling: bool) -> Path | None:
-    """A local remote's folder (None for another kind), refused where it cannot be one: a file, or when pulling,
-    nothing at all (a typo or a shared filesystem not mounted)."""
+    """A local remote's folder (None for another kind), refused where it cannot be one: a file, or when `pulling`
+    explicitly, nothing at all (a typo or a shared filesystem not mounted)."""
     url = _url(root, repo, name)
     if "://" in url and not url.startswith("file://"):
         return None
@@ -358,14 +358,19 @@ def _complete(result, name: str, verb: str) -> None:
         raise OSError(f"{len(result.failed)} object(s) could not be {'sent' if verb == 'push' else 'fetched'}")
 
 
-def pull(root: Path, remote: str | None = None, targets: list[str] | None = None, outputs: bool = True) -> Transfer:
+def pull(
+    root: Path, remote: str | None = None, targets: list[str] | None = None, outputs: bool = True, new_ok: bool = False
+) -> Transfer:
     """Fetch the remote's run entries, checked before they join the local run-cache (`fetch_runs`), the objects
     they name (those of `targets`' stages, or all), and, with `outputs`, the workspace's outputs of those stages
-    (dvc.lock's)."""
+    (dvc.lock's). A folder remote that does not exist yet is refused, unless `new_ok` (a run that pulls what is
+    there before it runs: a new team's remote is made by its first push)."""
     with chdir(root), _repo(root) as repo:
         name = _remote_name(repo, remote)
         check_local_runs(root, repo)
-        _check_folder(root, repo, name, pulling=True)
+        folder = _check_folder(root, repo, name, pulling=not new_ok)
+        if folder is not None and not folder.exists():
+            return Transfer(0, 0, 0, 0)
         with _transfer(root, repo, name, "pull", [Path(repo.cache.local.path).parents[1]]):
             runs = fetch_runs(root, repo, name)
             fetched = 0

@@ -26,6 +26,7 @@ from dtrepro import remote
 from dtrepro.cluster.spec import JobSpec, Worktree, task_index
 from dtrepro.commands import dvc, stages_ran, stages_restored
 from dtrepro.errors import DtreproError
+from dtrepro.params import flatten
 
 
 def _stages(output: str) -> dict[str, list[str]]:
@@ -48,19 +49,32 @@ def _dvc(repo: Path, *args: str) -> str:
     return proc.stdout
 
 
-def prep(folder: Path) -> None:
-    spec, started, output = JobSpec.load(folder), time.time(), ""
-    targets = [f"repair@{d}" for d in spec.datasets]  # with their upstream stages: study, source@<dataset>
+@contextmanager
+def recorded(spec: JobSpec, job: str, started: float, output: list, **extra):
+    """Write the job's status file however it ends: any failure, not only the project's own errors, is recorded
+    and said in one paragraph (the job's log), so that `cluster status` tells how it ended."""
     try:
-        with Worktree(spec, "prep") as repo:
-            remote.pull(repo, spec.remote, ["study", *(f"source@{d}" for d in spec.datasets), *targets])
-            output = _dvc(repo, "repro", *targets)
-            print(f"prep: pushed {remote.push(repo, spec.remote)}", flush=True)
-            (spec.folder / "dvc.lock").write_bytes((repo / "dvc.lock").read_bytes())
+        yield
     except DtreproError:
-        _record(spec, "prep", started, 1, output)
+        _record(spec, job, started, 1, "".join(output), **extra)
         raise
-    _record(spec, "prep", started, 0, output)
+    except Exception as err:
+        _record(spec, job, started, 1, "".join(output), error=f"{type(err).__name__}: {err}", **extra)
+        raise DtreproError(
+            f"The {job} job of {spec.name} failed: {type(err).__name__}: {' '.join(str(err).split())}. Its status is "
+            f"recorded in {spec.folder / 'status'}; `dtrepro cluster submit {spec.name}` again runs what is missing."
+        ) from None
+    _record(spec, job, started, 0, "".join(output), **extra)
+
+
+def prep(folder: Path) -> None:
+    spec, started, output = JobSpec.load(folder), time.time(), []
+    targets = [f"repair@{d}" for d in spec.datasets]  # with their upstream stages: study, source@<dataset>
+    with recorded(spec, "prep", started, output), Worktree(spec, "prep") as repo:
+        remote.pull(repo, spec.remote, ["study", *(f"source@{d}" for d in spec.datasets), *targets], new_ok=True)
+        output.append(_dvc(repo, "repro", *targets))
+        print(f"prep: pushed {remote.push(repo, spec.remote)}", flush=True)
+        (spec.folder / "dvc.lock").write_bytes((repo / "dvc.lock").read_bytes())
 
 
 class Phases(dict):
@@ -76,29 +90,37 @@ class Phases(dict):
 
 
 def task(folder: Path, index: int | None = None) -> None:
-    spec, started, output, phases = JobSpec.load(folder), time.time(), "", Phases()
-    model = spec.models[task_index(index)]
-    job = f"task-{task_index(index)}"
-    try:
+    spec, started, output, phases = JobSpec.load(folder), time.time(), [], Phases()
+    i = task_index(index, len(spec.models))
+    model, job = spec.models[i], f"task-{i}"
+    with recorded(spec, job, started, output, model=model.train, phases=phases):
         with phases("job"), Worktree(spec, job) as repo:
             with phases("pull"):  # the clean data the model trains on; the checked run entries of its stages
-                remote.pull(repo, spec.remote, [f"repair@{model.dataset}", *model.stages])
+                remote.pull(repo, spec.remote, [f"repair@{model.dataset}", *model.stages], new_ok=True)
             with phases("stages"):
-                output = _dvc(repo, "repro", "--single-item", *model.stages)
+                output.append(_dvc(repo, "repro", "--single-item", *model.stages))
             with phases("push"):
                 print(f"{job}: pushed {remote.push(repo, spec.remote, model.stages)}", flush=True)
-    except DtreproError:
-        _record(spec, job, started, 1, output, model=model.train, phases=phases)
-        raise
-    _record(spec, job, started, 0, output, model=model.train, phases=phases)
 
 
 def finish(folder: Path) -> None:
-    from dtrepro.named_runs import run
+    """The named run as submitted: refused where the workspace's params now make other values (an edit to
+    params.yaml or a profile after submitting), which would run stages of values no task ran."""
+    from dtrepro.named_runs import resolve, run
 
-    spec, started = JobSpec.load(folder), time.time()
+    spec, started, output = JobSpec.load(folder), time.time(), []
     root = Path(spec.root)
-    code = run(root, spec.name, spec.assignments, [], dvc_args=["--pull"], capture=(output := []))
-    _record(spec, "finish", started, code, "".join(output))
-    if code:
-        raise DtreproError(f"The named run {spec.name} failed in {root} (exit {code}); see the log above.")
+    with recorded(spec, "finish", started, output):
+        now, ran = flatten(resolve(root, spec.name, spec.assignments)), flatten(spec.params)
+        changed = sorted(k for k in now.keys() | ran.keys() if now.get(k) != ran.get(k))
+        if changed:
+            key = changed[0]
+            raise DtreproError(
+                f"The workspace {root} now makes other values for the named run {spec.name} than were submitted: "
+                f"{key} is {now.get(key)!r}, the tasks ran {ran.get(key)!r} ({len(changed)} "
+                f"value(s) differ). The report was not written, so no stage of other values ran here. Put the "
+                f"submitted values back (git stash) and run `dtrepro cluster finish {folder}`, or submit again."
+            )
+        code = run(root, spec.name, spec.assignments, [], dvc_args=["--pull"], capture=output)
+        if code:
+            raise DtreproError(f"The named run {spec.name} failed in {root} (exit {code}); see the log above.")

@@ -31,11 +31,24 @@ from dtrepro.remote import default_remote
 CODE = ("src", "stages", "dvc.yaml", "profiles", "pyproject.toml")  # what the tasks run: committed, unchanged
 
 
-def _sbatch(args: list[str]) -> str:
+def _sbatch(args: list[str], submitted: list[str]) -> str:
+    """Submit one job; if sbatch refuses it, cancel the jobs `submitted` before it (they would wait for it)."""
     proc = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True)
     if proc.returncode:
-        raise DtreproError(f"sbatch refused the job ({proc.stderr.strip()}); check the resource options.")
-    return proc.stdout.strip().split(";")[0]
+        if submitted:
+            subprocess.run(["scancel", *submitted], capture_output=True)
+        cancelled = f" The jobs submitted before it ({', '.join(submitted)}) were cancelled." if submitted else ""
+        raise DtreproError(
+            f"sbatch refused the job ({' '.join(proc.stderr.split())}); check the resource options.{cancelled}"
+        )
+    job = proc.stdout.strip().split(";")[0]
+    submitted.append(job)
+    return job
+
+
+def pattern_path(path: Path) -> str:
+    """A path for sbatch's --output, whose % starts a pattern (%a: the array index): a literal % doubled."""
+    return str(path).replace("%", "%%")
 
 
 def make_spec(root: Path, name: str, assignments: list[str], resources: Resources) -> JobSpec:
@@ -65,8 +78,19 @@ def make_spec(root: Path, name: str, assignments: list[str], resources: Resource
 
 
 def plan(root: Path, name: str, assignments: list[str], resources: Resources) -> JobSpec:
-    """Write the job's spec into its folder, clearing an earlier submission's status files: what any scheduler runs."""
+    """Write the job's spec into its folder, clearing an earlier submission's status files: what any scheduler runs.
+    Refused while jobs of an earlier submission of the same name are queued: their tasks read that spec."""
     spec = make_spec(root, name, assignments, resources)
+    earlier = spec.folder / "jobs.json"
+    if earlier.exists() and shutil.which("squeue"):
+        ids = list(json.loads(earlier.read_text()).values())
+        still = queued(ids)
+        if still:
+            raise DtreproError(
+                f"Jobs of the earlier submission of {name} are still queued or running ({', '.join(sorted(still))}): "
+                f"their tasks read {spec.folder}, which a new submission would rewrite. Wait for them "
+                f"(`dtrepro cluster status {name}`) or cancel them (`scancel {' '.join(ids)}`), then submit again."
+            )
     shutil.rmtree(spec.folder / "status", ignore_errors=True)
     spec.save()
     return spec
@@ -82,35 +106,59 @@ def submit(root: Path, name: str, assignments: list[str], resources: Resources) 
     def command(job: str) -> str:
         return " ".join(shlex.quote(x) for x in (spec.python, "-m", "dtrepro.cli", "cluster", job, str(folder)))
 
-    common = ["--kill-on-invalid-dep=yes", f"--chdir={root}"]
+    common, logs, done = ["--kill-on-invalid-dep=yes", f"--chdir={root}"], pattern_path(folder), []
     prep = _sbatch(
-        [f"--job-name=dtrepro-{name}-prep", f"--output={folder}/prep.log", *common, *res.sbatch(False)]
-        + ["--wrap", command("prep")]
+        [f"--job-name=dtrepro-{name}-prep", f"--output={logs}/prep.log", *common, *res.sbatch(False)]
+        + ["--wrap", command("prep")],
+        done,
     )
     limit = f"%{res.max_parallel}" if res.max_parallel else ""
     array = _sbatch(
         [f"--job-name=dtrepro-{name}-task", f"--array=0-{len(spec.models) - 1}{limit}", f"--dependency=afterok:{prep}"]
-        + [f"--output={folder}/task-%a.log", *common, *res.sbatch(True), "--wrap", command("task")]
+        + [f"--output={logs}/task-%a.log", *common, *res.sbatch(True), "--wrap", command("task")],
+        done,
     )
     final = _sbatch(
-        [f"--job-name=dtrepro-{name}-finish", f"--dependency=afterok:{array}", f"--output={folder}/finish.log"]
-        + [*common, *res.sbatch(False), "--wrap", command("finish")]
+        [f"--job-name=dtrepro-{name}-finish", f"--dependency=afterok:{array}", f"--output={logs}/finish.log"]
+        + [*common, *res.sbatch(False), "--wrap", command("finish")],
+        done,
     )
     ids = {"prep": prep, "array": array, "finish": final}
     (folder / "jobs.json").write_text(json.dumps(ids) + "\n")
     return ids
 
 
-def queued(ids: list[str]) -> list[str]:
-    """The jobs (and array tasks) of `ids` that Slurm still holds, pending or running."""
+def queued(ids: list[str]) -> list[str] | None:
+    """The jobs (and array tasks) of `ids` that Slurm still holds, pending or running; None when squeue fails
+    (the controller busy or restarting), which says nothing about the jobs. A job Slurm has forgotten is ended."""
     cmd = ["squeue", "--noheader", "--format=%i", "--jobs", ",".join(ids)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    return proc.stdout.split() if proc.returncode == 0 else []
+    if proc.returncode and "Invalid job id" in proc.stderr:
+        return []
+    return proc.stdout.split() if proc.returncode == 0 else None
 
 
-def wait(ids: dict[str, str], poll_s: float = 1.0) -> None:
-    """Until no job of the submission is pending or running (squeue: Slurm's accounting may not run)."""
-    while queued(list(ids.values())):
+SQUEUE_PATIENCE_S = 600  # how long squeue may keep failing before waiting gives up
+
+
+def wait(ids: dict[str, str], poll_s: float = 1.0, patience_s: float = SQUEUE_PATIENCE_S) -> None:
+    """Until no job of the submission is pending or running (squeue: Slurm's accounting may not run). A failing
+    squeue is asked again; after `patience_s` of failures in a row, one paragraph (the jobs may well still run)."""
+    failing_since = None
+    while True:
+        left = queued(list(ids.values()))
+        if left == []:
+            return
+        if left is None:
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > patience_s:
+                raise DtreproError(
+                    f"squeue has failed for {patience_s:.0f} s, so whether the jobs ({', '.join(ids.values())}) "
+                    f"still run is unknown; they were not touched. Check the cluster (`squeue`), then "
+                    f"`dtrepro cluster status` once they have ended."
+                )
+        else:
+            failing_since = None
         time.sleep(poll_s)
 
 

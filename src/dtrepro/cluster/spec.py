@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -72,7 +73,7 @@ class JobSpec:
 
     @property
     def folder(self) -> Path:
-        return Path(self.root) / JOBS_DIR / self.name
+        return job_folder(Path(self.root), self.name)
 
     @property
     def datasets(self) -> list[str]:
@@ -96,6 +97,16 @@ class JobSpec:
         return cls(**data)
 
 
+def job_folder(root: Path, name: str) -> Path:
+    """The folder of named run `name`'s submission; one paragraph for a name that would lead out of JOBS_DIR."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise DtreproError(
+            f"{name!r} is not a named run's name (letters, digits, '_', '-', '.'): a submission's folder is "
+            f"{JOBS_DIR}/<name>. `dtrepro list` shows the names."
+        )
+    return root / JOBS_DIR / name
+
+
 def models_of(params: dict) -> list[Model]:
     """One model per (dataset, context length, seed) of the study, by DVC's names of its matrix items."""
     study = StudyParams.from_params(params)
@@ -106,13 +117,24 @@ def models_of(params: dict) -> list[Model]:
     ]
 
 
-def task_index(given: int | None) -> int:
-    if given is not None:
-        return given
-    for var in INDEX_VARS:
-        if os.environ.get(var):
-            return int(os.environ[var])
-    raise DtreproError(f"No task index: pass --index N, or run as an array task ({' or '.join(INDEX_VARS)} set).")
+def task_index(given: int | None, models: int) -> int:
+    """The array task's model index: --index, else the scheduler's variable; one paragraph unless it names one of
+    the `models` models."""
+    where, value = "--index", given
+    if value is None:
+        where, value = next(((var, os.environ[var]) for var in INDEX_VARS if os.environ.get(var)), (None, None))
+    if where is None:
+        raise DtreproError(f"No task index: pass --index N, or run as an array task ({' or '.join(INDEX_VARS)} set).")
+    try:
+        index = int(value)
+    except ValueError:
+        index = -1
+    if not 0 <= index < models:
+        raise DtreproError(
+            f"{where} is {value!r}, which names no model of this submission: its models are 0 to {models - 1}. The "
+            f"spec may have been rewritten by a later submission; submit again to run the array of the current one."
+        )
+    return index
 
 
 def git(cwd: Path, *args: str) -> str:
