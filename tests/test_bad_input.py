@@ -314,3 +314,28 @@ def test_a_failed_folder_output_leaves_no_temporary_folder(tmp_path):
             (tmp / "data" / "part.hdf5").write_bytes(b"x" * 100)
             raise RuntimeError("half-way")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_declaring_more_than_the_machine_holds_is_refused_before_reading(tmp_path):
+    """A few kilobytes of compressed HDF5 that declare a terabyte: refused, not read until the kernel kills it."""
+    from dtrepro.data.d4rl import read_d4rl
+    from dtrepro.errors import DtreproError
+
+    path = tmp_path / "huge.hdf5"
+    with h5py.File(path, "w") as f:
+        for name, value in good().items():
+            f.create_dataset(name, data=value)
+        del f["observations"]
+        f.create_dataset("observations", shape=(25 * 10**9, 11), dtype="f4", chunks=(4096, 11), compression="gzip")
+    assert path.stat().st_size < 10**6
+    with pytest.raises(DtreproError, match=r"huge.hdf5 declares datasets of 10\d\d.\d GiB, more than the"):
+        read_d4rl(path)
+
+
+def test_more_cpus_than_the_machine_has_is_refused(monkeypatch):
+    from dtrepro.cpus import usable_cpus
+    from dtrepro.errors import DtreproError
+
+    monkeypatch.setenv("DTREPRO_CPUS", "100000")
+    with pytest.raises(DtreproError, match=f"DTREPRO_CPUS is 100000, but this machine has {os.cpu_count()} CPUs"):
+        usable_cpus()

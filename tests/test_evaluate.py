@@ -310,3 +310,14 @@ def test_a_minari_dataset_uses_its_own_references_only_where_they_normalise():
     for bad in ({"ref_max_score": 0.0}, {"ref_max_score": float("nan")}, {"ref_scores_source": "<script>"}):
         with pytest.raises(DtreproError, match=f"The data of {minari_id} carry reference scores that cannot normalise"):
             reference_scores({**FORGED_REFS, **bad}, minari_id)
+
+
+def test_a_checkpoint_of_another_env_family_is_refused(checkpoints, tmp_path):
+    """A Hopper model scored as a Walker2d one (Walker2d's and HalfCheetah's widths are equal: widths cannot tell)."""
+    walker = "walker2d-medium-v2"
+    chosen = EvalParams.from_params(params(eval={"episodes": 1, "max_steps": 10}), walker)
+    with pytest.raises(DtreproError, match="last.pt was trained for Hopper-v4, but the evaluation runs Walker2d-v4"):
+        evaluate_checkpoints(
+            checkpoints, chosen, tmp_path / "m.json", tmp_path / "e.csv", progress=False, dataset=walker
+        )
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "e.csv").exists()

@@ -88,7 +88,13 @@ def usable_cpus() -> int:
     """The CPUs this process may use: DTREPRO_CPUS if set, else the smallest of its affinity mask, its cgroup's
     CPU quota and SLURM_CPUS_PER_TASK."""
     if os.environ.get(CPUS_VAR):
-        return _positive(CPUS_VAR, os.environ[CPUS_VAR])
+        cpus, machine = _positive(CPUS_VAR, os.environ[CPUS_VAR]), os.cpu_count() or 1
+        if cpus > machine:
+            raise DtreproError(
+                f"{CPUS_VAR} is {cpus}, but this machine has {machine} CPUs: that many threads and workers would "
+                f"only take turns. Set it to at most {machine}, or unset it to use what this process may use."
+            )
+        return cpus
     limits = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1]
     limits.append(cgroup_cpu_limit() or limits[0])
     if os.environ.get("SLURM_CPUS_PER_TASK"):

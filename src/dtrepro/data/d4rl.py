@@ -131,6 +131,7 @@ def read_d4rl(path: str | os.PathLike) -> D4RLData:
     arrays: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as f:
+            check_fits_memory(f, path)
             metadata = {k: _plain(v) for k, v in f.attrs.items()}
             if "metadata" in f and isinstance(f["metadata"], h5py.Group):
                 metadata.update({k: _plain(v) for k, v in f["metadata"].attrs.items()})
@@ -148,6 +149,24 @@ def read_d4rl(path: str | os.PathLike) -> D4RLData:
     data = D4RLData(arrays, metadata)
     validate(data, path)
     return data
+
+
+def check_fits_memory(f: h5py.File, path) -> None:
+    """Refuse, before reading, a file whose datasets declare more bytes than this machine has free: a compressed
+    file can declare terabytes in a few kilobytes, and reading it would be killed for memory, not refused."""
+    import psutil
+
+    sizes = []
+    f.visititems(
+        lambda name, obj: sizes.append(obj.size * obj.dtype.itemsize) if isinstance(obj, h5py.Dataset) else None
+    )
+    declared, free = sum(sizes), psutil.virtual_memory().available
+    if declared > free:
+        raise DtreproError(
+            f"{path} declares datasets of {declared / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of memory "
+            f"free here (D4RL's largest file holds about 1.5 GiB). It is not the dataset it claims to be, or this "
+            f"machine is too small for it: check the file (h5ls -r), or run on a larger machine."
+        )
 
 
 def _plain(value: object) -> object:

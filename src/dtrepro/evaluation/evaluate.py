@@ -25,6 +25,7 @@ from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EPISODE_FIELDS, EvalParams, metric_key
 from dtrepro.evaluation.stats import score_summary
+from dtrepro.registry.datasets import family
 from dtrepro.registry.scores import normalized_score, reference_scores
 
 
@@ -35,6 +36,16 @@ def check_time_limit(policy, params: EvalParams, path) -> None:
         raise DtreproError(
             f"eval.max_steps is {params.max_steps}, but the model of {path} embeds timesteps up to {limit} only (the "
             f"envs' time limit): later steps would all share the last embedding. Set eval.max_steps to at most {limit}."
+        )
+
+
+def check_family(trained: str, evaluated: str, path) -> None:
+    """Refuse a checkpoint trained for another env family than the one it would be scored on (Walker2d's and
+    HalfCheetah's models take the same state and action widths, so the widths alone do not tell)."""
+    if family(str(trained)) != family(evaluated):
+        raise DtreproError(
+            f"{path} was trained for {trained}, but the evaluation runs {evaluated}: its scores would be another "
+            f"env's. Evaluate it on its own env's dataset, or train a model for {evaluated}."
         )
 
 
@@ -59,6 +70,7 @@ def evaluate_checkpoints(
         policy, ckpt = policy_from_checkpoint(path, device)
         md5 = hashlib.md5(path.read_bytes()).hexdigest()
         metrics.update({f"{name}.path": path.as_posix(), f"{name}.md5": md5})
+        check_family(ckpt.env_id, params.env_id, path)
         # the dataset's reference scores (D4RL's for D4RL's data, whatever the checkpoint carries)
         ref_min, ref_max, ref_source = reference_scores(ckpt.ref_scores, dataset)
         metrics.update(ref_min_score=ref_min, ref_max_score=ref_max, ref_scores_source=ref_source)
