@@ -46,6 +46,7 @@ def main(argv=None):
     )
     if metrics:  # rank 0
         best = metrics["best_eval_score"]
+        best = "none finite" if best is None else f"{best:.1f}"
         print(
             f"train {args.dataset} {run.name}: {metrics['steps']} steps on {metrics['device']}; best evaluation {best}"
         )

@@ -371,3 +371,16 @@ def test_a_mirror_with_a_corrupt_copy_falls_through_to_the_next(server, tmp_path
     both = mirrored(str(tmp_path / "bad"), f"{server.url}/mirror", sha256=good_hash, check_sha256=True)
     digest, url = download(both, tmp_path / "r")
     assert url.startswith(server.url) and digest == good_hash
+
+
+def test_retries_count_the_attempts_and_each_retry_is_one_line_with_its_reason(tmp_path, capsys):
+    """data.retries: 3 means three attempts (it was four); each failed attempt is one line naming the cause, not
+    urllib3's chain of wrapped errors."""
+    url = f"http://127.0.0.1:{dead_port()}/hopper_medium-v2.hdf5"
+    with pytest.raises(DtreproError) as info:
+        download(fast(url, retries=3, give_up_after_s=60), tmp_path / "raw.hdf5")
+    printed = capsys.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if line.startswith("download: ")]
+    assert [line.split(":")[1] for line in lines] == [" attempt 1 of 3", " attempt 2 of 3"]
+    assert all("Connection refused" in line and "HTTPConnection" not in line and len(line) < 120 for line in lines)
+    assert "gave up after 3 attempt(s)" in str(info.value) and "Connection refused" in str(info.value)

@@ -108,3 +108,21 @@ def test_a_params_yaml_that_is_not_yaml_stops_a_named_run_before_dvc(repo_copy):
     with pytest.raises(DtreproError, match="params.yaml is not valid YAML"):
         run(repo_copy, "smoke", [], [])
     assert not (repo_copy / "dvc.lock").exists()
+
+
+QUIET = (
+    r"No file hash info found",  # DVC, for every output the run is about to make
+    r"-pending",  # the experiment's name until it has succeeded
+    r"resource_tracker",  # multiprocessing's leaked-semaphore warning
+    r"best evaluation -?\d+\.\d{2,}",  # a score printed to sixteen digits
+    r"Traceback",
+)
+
+
+def test_a_named_run_prints_no_noise(smoke_done):
+    """What `dtrepro run smoke` prints: DVC's stages and the stages' own lines, none of the noise of before."""
+    noisy = [p for p in QUIET if re.search(p, smoke_done.output)]
+    assert not noisy, noisy
+    assert "Reproducing experiment 'smoke'" in smoke_done.output
+    assert re.search(r"best evaluation -?\d+\.\d\b", smoke_done.output)
+    assert "named run: the experiment 'smoke' holds this run" in smoke_done.output

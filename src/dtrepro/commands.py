@@ -9,11 +9,13 @@ first on PATH, so that `dvc` and the stages' `python` are this environment's.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,11 +36,17 @@ def repo_env(root: Path, env: dict | None = None) -> dict[str, str]:
 
 
 def dvc(
-    root: Path, *args: str, quiet: bool = False, tee: list | None = None, env: dict | None = None
+    root: Path,
+    *args: str,
+    quiet: bool = False,
+    tee: list | None = None,
+    env: dict | None = None,
+    show: Callable[[str], str | None] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run dvc in `root`, its output shown (or captured, `quiet`; or shown and appended to `tee` too), with the
-    entries of `env` added to its environment. A Ctrl-C or SIGTERM here reaches dvc and the stage it runs, and
-    returns only once they have stopped (`forwarding_signals`)."""
+    """Run dvc in `root`, its output shown (or captured, `quiet`; or shown and appended to `tee` too, each line
+    shown as `show` rewrites it, or not at all where it gives None), with the entries of `env` added to its
+    environment. A Ctrl-C or SIGTERM here reaches dvc and the stage it runs, and returns only once they have
+    stopped (`forwarding_signals`)."""
     full = {**repo_env(root), **(env or {})}
     piped = quiet or tee is not None
     try:
@@ -48,7 +56,7 @@ def dvc(
             env=full,
             stdout=subprocess.PIPE if piped else None,
             stderr=(subprocess.STDOUT if tee is not None else subprocess.PIPE) if piped else None,
-            text=True,
+            text=tee is None,  # teed output is decoded below, keeping a progress bar's carriage returns
             start_new_session=True,  # its own process group: the signals reach it through forwarding_signals only
             preexec_fn=_heed_sigint,
         )
@@ -58,8 +66,10 @@ def dvc(
         if tee is None:
             out, err = proc.communicate()
             return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-        for line in proc.stdout:
-            print(line, end="", flush=True)
+        for line in io.TextIOWrapper(proc.stdout, errors="replace", newline=""):
+            shown = show(line) if show else line
+            if shown is not None:
+                print(shown, end="", flush=True)
             tee.append(line)
         proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(tee), "")

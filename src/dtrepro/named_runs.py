@@ -111,6 +111,22 @@ def hydra_value(value) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
+# DVC's warning for each output of the workspace's dvc.lock that its checkout cannot restore: outputs the run is
+# about to make, so nothing the user needs to read
+UNRESTORED = re.compile(r"^WARNING: No file hash info found for '.*'\. It won't be created\.\s*$")
+
+
+def shown(name: str):
+    """How a line of the named run's DVC output is shown: DVC's warnings for the outputs the run will make
+    dropped, and the experiment called by its name, not by the name it has until it succeeds."""
+    pending = f"{name}{PENDING}"
+
+    def show(line: str) -> str | None:
+        return None if UNRESTORED.match(line) else line.replace(pending, name)
+
+    return show
+
+
 def overrides(wanted: dict, current: dict) -> list[str]:
     """`-S key=value` for every value of `wanted` that `current` does not already have."""
     have = flatten(current)
@@ -229,10 +245,11 @@ def run(
         pending = f"{name}{PENDING}"  # the new run's name until it has succeeded: a failure loses no experiment
         dvc(root, "exp", "remove", pending, quiet=True)
         args = ["exp", "run", "-n", pending, *dvc_args, *(x for s in sets for x in ("-S", s)), *targets]
-        print("named run:", " ".join(["dvc", *args]), flush=True)
+        print("named run:", " ".join(["dvc", *args]).replace(pending, name), flush=True)
         values = run_values(name, wanted)
         try:
-            code = dvc(root, *args, tee=capture, env={RUN_VALUES: json.dumps(values)}).returncode
+            env = {RUN_VALUES: json.dumps(values)}
+            code = dvc(root, *args, tee=[] if capture is None else capture, env=env, show=shown(name)).returncode
         except KeyboardInterrupt as err:
             what = (
                 f"named run '{name}' stopped, and DVC with it once its running stage had stopped: that stage is not "

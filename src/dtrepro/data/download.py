@@ -228,9 +228,22 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float, de
         requests.exceptions.ChunkedEncodingError,
         urllib3.exceptions.HTTPError,
     ) as err:
-        raise _Retry(str(err)) from None
+        raise _Retry(reason(err)) from None
     if total is not None and part.stat().st_size < total:
         raise _Retry(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def reason(err: BaseException) -> str:
+    """The root cause of a requests/urllib3 error in a few words ("Name or service not known"), not the chain of
+    wrappers whose text repeats the URL and the connection object."""
+    while True:
+        inner = getattr(err, "reason", None) or err.__cause__ or err.__context__
+        if inner is None and err.args and isinstance(err.args[0], BaseException):
+            inner = err.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    return " ".join(str(getattr(err, "strerror", None) or err).split())[:200]
 
 
 def _fetch_http(url: str, part: Path, params: DownloadParams) -> None:
@@ -255,12 +268,12 @@ def _fetch_http(url: str, part: Path, params: DownloadParams) -> None:
                 failures, delay, last_progress = 0, 0.5, time.monotonic()
             failures += 1
             waited = time.monotonic() - last_progress
-            if failures > params.retries or waited + delay > params.give_up_after_s or time.monotonic() > deadline:
+            if failures >= params.retries or waited + delay > params.give_up_after_s or time.monotonic() > deadline:
                 raise DtreproError(
                     f"Could not download {url}: {err} (gave up after {failures} attempt(s) and "
                     f"{waited:.0f} s without progress). {OFFLINE_ADVICE}"
                 ) from None
-            tqdm.write(f"download: {err}; retrying in {delay:.1f} s")
+            tqdm.write(f"download: attempt {failures} of {params.retries}: {err}; retrying in {delay:.1f} s")
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
 
