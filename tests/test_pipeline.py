@@ -62,7 +62,8 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
     assert data["params"]["params.yaml"]["data"]["model"]["embed_dim"] == 32
     suite = json.loads((repo / "results" / "suite.json").read_text())
     summary = data["metrics"]["results/metrics.json"]["data"]  # DVC's metrics: the few numbers runs are compared by
-    assert summary == {m: {c: round(suite[f"aggregate.{c}.{m}"], 2) for c in ("last", "best")} for m in ("mean", "iqm")}
+    expected = {m: {c: round(suite[f"aggregate.{c}.{m}"], 2) for c in ("last", "best")} for m in ("mean", "iqm")}
+    assert summary == {**expected, "references": "d4rl"}  # and what the scores are normalised with
     assert f"> python stages/source.py --dataset {D}" in out
     source = json.loads((repo / "reports" / "source" / f"{D}.json").read_text())
     repair = json.loads((repo / "reports" / "repair" / f"{D}.json").read_text())
@@ -87,8 +88,9 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
         "### Per training",
     ):
         assert heading in table
-    provenance = f"Data: SHA-256 `{source['sha256'][:16]}…`, collected on {source['cpu']} (numpy SIMD"
-    assert provenance in table and f"OpenBLAS kernels {source['blas_core']}) with MuJoCo" in table
+    cpu = " ".join(source["cpu"].split())  # as a literal shows it: on one line
+    provenance = f"Data: SHA-256 `{source['sha256'][:16]}`…, collected on `{cpu}` (numpy SIMD"
+    assert provenance in table and f"OpenBLAS kernels `{source['blas_core']}`) with MuJoCo" in table
     metrics = json.loads((repo / "results" / "ablations.json").read_text())
     assert {
         f"{D}.k5.last.target_3600.normalized_score_mean",
@@ -314,7 +316,7 @@ def test_each_d4rl_name_alone_picks_its_env_targets_and_references(repo_copy, tm
         assert repair["rows"] == 2500 and repair["trailing_episode_cut"]
         source = json.loads((repo_copy / f"reports/source/{name}.json").read_text())
         assert source["url"] == str(mirror / dataset_file(name).path) and source["sha256_checked"] is False
-        assert f"Data: SHA-256 `{source['sha256'][:16]}…`, downloaded from {source['url']}." in table
+        assert f"Data: SHA-256 `{source['sha256'][:16]}`…, downloaded from `{source['url']}`." in table
         paper, last, best = published_text(name)
         assert f"## {name} ({env_id})" in table
         assert f"{name}: Decision Transformer paper (Chen et al., 2021, Table 2, 3 seeds) {paper}" in table
