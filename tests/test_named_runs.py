@@ -22,7 +22,8 @@ from dtrepro.named_runs import (
 )
 from dtrepro.params import flatten, merge
 
-from helpers import ROOT
+from helpers import ROOT, one_line
+from helpers import run as run_in
 
 
 def test_merge_overrides_nested_values_and_refuses_unknown_keys():
@@ -126,3 +127,38 @@ def test_a_named_run_prints_no_noise(smoke_done):
     assert "Reproducing experiment 'smoke'" in smoke_done.output
     assert re.search(r"best evaluation -?\d+\.\d\b", smoke_done.output)
     assert "named run: the experiment 'smoke' holds this run" in smoke_done.output
+
+
+def test_compare_fits_80_columns_and_shows_only_what_differs():
+    """Two smoke experiments that differ in eval.episodes, among the 26 params a named run sets: the one that
+    differs is a row, the equal params are left out, equal metrics are listed once."""
+    from dtrepro.compare import table
+
+    params_of = {f"train.p{i}": i for i in range(26)}  # the same in both
+    found = {
+        "smoke": {"params": {**params_of, "eval.episodes": 3}, "metrics": {"mean.last": 3.25, "iqm.last": 3.25}},
+        "smoke-more-episodes-than-before": {
+            "params": {**params_of, "eval.episodes": 10},
+            "metrics": {"mean.last": 4.5, "iqm.last": 3.25},
+        },
+    }
+    text = table(found)
+    assert max(map(len, text.splitlines())) <= 80
+    assert re.search(r"^eval\.episodes +3 +10$", text, re.M) and re.search(r"^mean\.last +3\.25 +4\.5$", text, re.M)
+    assert "train.p1" not in text and "The same in every experiment: iqm.last 3.25" in text
+    many = {f"exp-{i}": {"params": {"eval.seed": i}, "metrics": {}} for i in range(12)}
+    wrapped = table(many)
+    assert max(map(len, wrapped.splitlines())) <= 80 and all(f"exp-{i}" in wrapped for i in range(12))
+    assert "train.p1" in table(found, everything=True)
+
+
+@pytest.mark.slow
+def test_a_named_run_that_changes_nothing_records_no_experiment(copy_done):
+    """The smoke run again, and with -S of the value it already has: nothing to run, and no duplicate experiment."""
+    import sys
+
+    before = run_in(["dvc", "exp", "list", "--name-only"], copy_done).stdout.split()
+    for extra in ([], ["-S", "eval.episodes=3"]):
+        proc = run_in([sys.executable, "-m", "dtrepro.cli", "run", "smoke", *extra], copy_done, timeout=900)
+        assert proc.returncode == 0 and "'smoke' changes nothing" in one_line(proc.stdout), proc.stdout + proc.stderr
+    assert run_in(["dvc", "exp", "list", "--name-only"], copy_done).stdout.split() == before

@@ -21,10 +21,6 @@ from pathlib import Path
 
 from dtrepro.errors import DtreproError, raise_terminated
 
-# `dvc exp show` of the experiments of the last commit (commit a named run, then sweep from it) with the params
-# and metrics that differ, without the columns of changed deps (paths, whose hashes would push it past a screen)
-COMPARE = ("exp", "show", "--only-changed", "--drop", ".*/.*", "--no-pager")
-
 
 def repo_env(root: Path, env: dict | None = None) -> dict[str, str]:
     """The environment of a command run in repository `root`."""

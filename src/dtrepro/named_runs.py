@@ -242,6 +242,13 @@ def run(
             print(f"named run: pulled {remote.pull(root, new_ok=True)}", flush=True)
         else:
             remote.check_local_runs(root)
+        if not sets and not targets and dvc(root, "status", "--quiet", quiet=True).returncode == 0:
+            print(
+                f"named run: '{name}' changes nothing: params.yaml already holds its values and every stage is up to "
+                f"date (dvc status), so no experiment was recorded. `dvc exp run -f` runs it again all the same.",
+                flush=True,
+            )
+            return 0
         pending = f"{name}{PENDING}"  # the new run's name until it has succeeded: a failure loses no experiment
         dvc(root, "exp", "remove", pending, quiet=True)
         args = ["exp", "run", "-n", pending, *dvc_args, *(x for s in sets for x in ("-S", s)), *targets]
