@@ -1,4 +1,4 @@
-"""`dtrepro compare`: the experiments of the last commit side by side, only what differs between them.
+"""`dtrepro compare`: the last commit and its experiments side by side, only what differs between them.
 
 `dvc exp show` lists every param and metric of every experiment in a column of its own, which for a named
 run is dozens of columns: in 80 columns it shows one. Here each param or metric is a row and each
@@ -21,24 +21,32 @@ CELL = 24  # the widest a value's column grows
 
 
 def experiments(root: Path) -> dict[str, dict[str, dict]]:
-    """name -> {"params": {key: value}, "metrics": {key: value}} of each experiment of the last commit."""
+    """name -> {"params": {key: value}, "metrics": {key: value}} of the last commit and each of its experiments
+    (none when it has no experiment)."""
     proc = dvc(root, "exp", "show", "--json", quiet=True)
     if proc.returncode:
         raise DtreproError(f"`dvc exp show` failed in {root}: {' '.join(proc.stderr.split())[:400]}")
     commits = json.loads(proc.stdout or "[]")
-    found = {}
-    for exp in (commits[1].get("experiments") or []) if len(commits) > 1 else []:  # [0]: the workspace
+    if len(commits) < 2:  # [0] is the workspace, [1] the last commit
+        return {}
+    base = commits[1]
+    found = {f"{base.get('name') or str(base.get('rev'))[:7]} (commit)": _values(base.get("data") or {})}
+    for exp in base.get("experiments") or []:
         rev = (exp.get("revs") or [{}])[0]
-        data = rev.get("data") or {}
-        found[exp.get("name") or rev.get("name") or str(rev.get("rev"))[:7]] = {
-            kind: {
-                k: v
-                for src in (data.get(kind) or {}).values()
-                for k, v in flatten((src or {}).get("data") or {}).items()
-            }
-            for kind in ("params", "metrics")
-        }
+        found[exp.get("name") or rev.get("name") or str(rev.get("rev"))[:7]] = _values(rev.get("data") or {})
+    if len(found) == 1:
+        return {}
     return found
+
+
+def _values(data: dict) -> dict[str, dict]:
+    """{"params": {key: value}, "metrics": {key: value}} of one row of `dvc exp show --json`."""
+    return {
+        kind: {
+            k: v for src in (data.get(kind) or {}).values() for k, v in flatten((src or {}).get("data") or {}).items()
+        }
+        for kind in ("params", "metrics")
+    }
 
 
 def _text(value) -> str:
