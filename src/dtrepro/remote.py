@@ -116,7 +116,8 @@ def _check_folder(root: Path, repo, name: str, pulling: bool) -> Path | None:
 
 def _drop_damaged(folder: Path | None, since: float) -> int:
     """Remove the objects under `folder` written since `since` whose bytes are not what their names say (a
-    transfer cut short by a full disk); DVC's temporary files of the transfer too. Returns how many."""
+    transfer cut short by a full disk), and DVC's temporary files (a push into the same remote at that moment
+    loses its file in flight, fails and is pushed again). Returns how many."""
     if folder is None or not (folder / "files" / "md5").is_dir():
         return 0
     dropped = 0
@@ -162,7 +163,7 @@ class _DvcErrors(logging.Filter):
 
 
 @contextmanager
-def _transfer(root: Path, repo, name: str, verb: str, folders: list):
+def _transfer(name: str, verb: str, folders: list):
     """A push or pull to remote `name`: an OSError or a failed object becomes one paragraph, and what the transfer
     left half-written in the local cache and a local remote (`folders`) is removed first."""
     from dvc.exceptions import DvcException
@@ -344,7 +345,7 @@ def push(root: Path, remote: str | None = None, targets: list[str] | None = None
         name = _remote_name(repo, remote)
         before = check_local_runs(root, repo)
         folder = _check_folder(root, repo, name, pulling=False)
-        with _transfer(root, repo, name, "push", [folder]):
+        with _transfer(name, "push", [folder]):
             outputs = repo.push(targets=targets, remote=name, run_cache=True)
             with repo.lock:
                 result = repo.cloud.push(_objects_of(repo, None), remote=name)
@@ -371,7 +372,7 @@ def pull(
         folder = _check_folder(root, repo, name, pulling=not new_ok)
         if folder is not None and not folder.exists():
             return Transfer(0, 0, 0, 0)
-        with _transfer(root, repo, name, "pull", [Path(repo.cache.local.path).parents[1]]):
+        with _transfer(name, "pull", [Path(repo.cache.local.path).parents[1]]):
             runs = fetch_runs(root, repo, name)
             fetched = 0
             if outputs:  # dvc.lock's outputs that no one pushed are left missing: dvc exp run makes them
