@@ -47,7 +47,7 @@ class DownloadParams(Params):
 
     section = "data"
     dataset: str  # the name in study.datasets (not in the section: the stage's --dataset)
-    env_version: Literal[ENV_VERSIONS]  # read by the stages after this one (datasets.py)
+    env_version: Literal[ENV_VERSIONS]  # read by the stages after this one (registry/datasets.py)
     url: str | None
     d4rl_server: bool
     minari_remote: bool

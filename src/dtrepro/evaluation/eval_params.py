@@ -23,7 +23,7 @@ class EvalParams(Params):
     """The `eval` section of params.yaml."""
 
     section = "eval"
-    env_id: EnvId  # null: the dataset's env (datasets.py)
+    env_id: EnvId  # null: the dataset's env (registry/datasets.py)
     episodes: Annotated[int, Field(ge=1, le=MAX_EPISODES)]
     seed: Seed  # episode i is reset with seed + i
     targets: Annotated[list[float], Field(min_length=1)] | None  # null: the DT paper's for the dataset's env
