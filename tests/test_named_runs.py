@@ -114,7 +114,6 @@ def test_a_params_yaml_that_is_not_yaml_stops_a_named_run_before_dvc(repo_copy):
 QUIET = (
     r"No file hash info found",  # DVC, for every output the run is about to make
     r"-pending",  # the experiment's name until it has succeeded
-    r"resource_tracker",  # multiprocessing's leaked-semaphore warning
     r"best evaluation -?\d+\.\d{2,}",  # a score printed to sixteen digits
     r"Traceback",
 )
@@ -162,3 +161,14 @@ def test_a_named_run_that_changes_nothing_records_no_experiment(copy_done):
         proc = run_in([sys.executable, "-m", "dtrepro.cli", "run", "smoke", *extra], copy_done, timeout=900)
         assert proc.returncode == 0 and "'smoke' changes nothing" in one_line(proc.stdout), proc.stdout + proc.stderr
     assert run_in(["dvc", "exp", "list", "--name-only"], copy_done).stdout.split() == before
+
+
+def test_list_says_what_each_named_run_is_and_its_time_and_show_diff_only_what_it_changes():
+    from dtrepro.named_runs import changes, describe, names
+
+    lines = [describe(ROOT, name) for name in names(ROOT)]
+    assert all(re.fullmatch(r"[a-z-]+: .+; time: .+", line) for line in lines), lines
+    assert any(line.startswith("smoke: the whole pipeline") and "measured" in line for line in lines)
+    changed = changes(ROOT, "smoke", ["eval.seed=7"])
+    assert changed["eval.episodes"] == 3 and changed["eval.seed"] == 7 and "eval.device" not in changed
+    assert changes(ROOT, "default", []) == {}

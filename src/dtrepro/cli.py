@@ -46,8 +46,10 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="dtrepro", description=__doc__, formatter_class=raw)
     top.add_argument("--root", type=Path, default=Path("."), help="the repository's root (default: .)")
     sub = top.add_subparsers(dest="verb", required=True)
-    sub.add_parser("list", help="list the named runs")
-    _named(sub.add_parser("show", help="print params.yaml as the named run would make it"))
+    sub.add_parser("list", help="list the named runs: what each is and how long it takes")
+    show = sub.add_parser("show", help="print params.yaml as the named run would make it")
+    _named(show)
+    show.add_argument("--diff", action="store_true", help="only the values it changes in the committed params.yaml")
     go = sub.add_parser("run", help="run a named set of values as the DVC experiment of that name")
     _named(go)
     go.add_argument("targets", nargs="*", help="stages to run (default: the whole pipeline), e.g. report")
@@ -96,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         from dtrepro import named_runs
 
         if args.verb == "list":
-            print("\n".join(named_runs.names(root)))
+            print("\n".join(named_runs.describe(root, name) for name in named_runs.names(root)))
+        elif args.verb == "show" and args.diff:
+            changed = named_runs.changes(root, args.name, args.assignments)
+            print("\n".join(f"{k}: {v!r}" for k, v in changed.items()) or f"{args.name} changes nothing")
         elif args.verb == "show":
             print(yaml.safe_dump(named_runs.resolve(root, args.name, args.assignments), sort_keys=False), end="")
         elif code := named_runs.run(root, args.name, args.assignments, args.targets, ["--pull"] * args.pull):

@@ -73,6 +73,23 @@ def committed_params(root: Path) -> dict:
     return read_yaml(shown.stdout, f"HEAD's {PARAMS_FILE}") or {}
 
 
+def describe(root: Path, name: str) -> str:
+    """One line of a named run: what it is, from its profile's first comment (`# NAME: what it is`), and its time
+    (`# time: ...`, measured or expected as the profile says)."""
+    if name == DEFAULT:
+        return f"{DEFAULT}: params.yaml as committed (the large-batch preset unless changed); time: as large-batch"
+    lines = [line.removeprefix("#").strip() for line in (root / PROFILES_DIR / f"{name}.yaml").read_text().splitlines()]
+    what = next((line.removeprefix(f"{name}:").strip() for line in lines if line.startswith(f"{name}:")), "")
+    time = next((line for line in lines if line.startswith("time:")), "time: not stated")
+    return f"{name}: {what.split('. ')[0].rstrip('.')}; {time}"
+
+
+def changes(root: Path, name: str, assignments: list[str]) -> dict:
+    """The values named run `name` (with `assignments`) sets that the committed params.yaml does not hold."""
+    committed = flatten(committed_params(root))
+    return {k: v for k, v in flatten(resolve(root, name, assignments)).items() if committed.get(k, ...) != v}
+
+
 def resolve(root: Path, name: str, assignments: list[str], _seen: tuple[str, ...] = ()) -> dict:
     """The committed params.yaml with profile `name` (none for 'default') and the assignments merged in."""
     if name not in names(root):
