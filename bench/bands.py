@@ -14,6 +14,10 @@ Exits 1 if not.
 
 from __future__ import annotations
 
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
+
 import argparse
 import sys
 import time
@@ -21,10 +25,10 @@ from pathlib import Path
 
 from dtrepro.collect.collector import CollectParams, train_behaviour
 from dtrepro.collect.workers import worker_map
-from dtrepro.errors import DtreproError
-from dtrepro.kernels import blas_core
-from dtrepro.named_runs import resolve
+from dtrepro.pipeline.named_runs import resolve
 from dtrepro.registry.scores import normalized_score
+from dtrepro.runtime.errors import DtreproError
+from dtrepro.runtime.threads import blas_core
 
 ROOT = Path(__file__).resolve().parents[1]
 MARGIN = 0.5  # the slowest seed may use at most this share of collect.max_steps

@@ -3,10 +3,14 @@
 Prints the wall time of each, where a task's time goes (clean worktree, pulling the data, its stages, pushing),
 the overhead per task, and what the wall time would be on N nodes for a study whose models train for minutes
 on a GPU: wall(N) ~ prep + ceil(models / N) * (train + overhead) + finish.
-Needs Debian's slurm-wlm and munge (the daemons run as this user, see dtrepro.testing.slurm).
+Needs Debian's slurm-wlm and munge (the daemons run as this user, see support.local_slurm).
 """
 
 from __future__ import annotations
+
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
 
 import json
 import math
@@ -16,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dtrepro.testing.repos import copy_repo, run
-from dtrepro.testing.slurm import LocalSlurm, installed
+from support.local_slurm import LocalSlurm, installed
+from support.repos import copy_repo, run
 
 JOBS = Path(".dvc/tmp/cluster/smoke")
 
@@ -36,13 +40,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         local = copy_repo(tmp / "local")
-        local_s = timed([sys.executable, "-m", "dtrepro.cli", "run", "smoke"], local)
+        local_s = timed([sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke"], local)
         repo = copy_repo(tmp / "cluster")
         timed(["dvc", "remote", "add", "-d", "team", str(tmp / "remote")], repo)
         timed(["git", "commit", "-qam", "remote"], repo)
         with LocalSlurm(tmp / "slurm") as env:
             cluster_s = timed(
-                [sys.executable, "-m", "dtrepro.cli", "cluster", "submit", "smoke", "--wait"],
+                [sys.executable, "-m", "dtrepro.pipeline.cli", "cluster", "submit", "smoke", "--wait"],
                 repo,
                 env={"SLURM_CONF": env["SLURM_CONF"]},
             )

@@ -10,6 +10,10 @@ worker process per core (`worker_map`, which runs ARS's episodes and the rollout
 
 from __future__ import annotations
 
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
+
 import time
 import warnings
 from pathlib import Path
@@ -17,16 +21,15 @@ from pathlib import Path
 from dtrepro.collect.ars import seeded_episode
 from dtrepro.collect.collector import CollectParams, Noisy, collect
 from dtrepro.collect.workers import worker_map
-from dtrepro.cpus import usable_cpus
-from dtrepro.kernels import blas_core
-from dtrepro.named_runs import resolve
+from dtrepro.pipeline.named_runs import resolve
+from dtrepro.runtime.threads import blas_core, usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TOTAL_TARGET_S, RATE_TARGET = 15 * 60, 4000
 
 
 def reference_rate(policy, env_id: str, steps: int = 20_000) -> float:
-    # gymnasium loads numpy: imported here, after `dtrepro` has pinned numpy's BLAS kernels (dtrepro.kernels),
+    # gymnasium loads numpy: imported here, after `dtrepro` has pinned numpy's BLAS kernels (dtrepro.runtime.threads),
     # so that the bench collects what the stage collects
     import gymnasium as gym
 

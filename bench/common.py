@@ -8,9 +8,10 @@ import numpy as np
 
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.repair import RepairParams, repair_file
-from dtrepro.named_runs import resolve
-from dtrepro.testing.hopper import concatenate, hopper_dataset
+from dtrepro.pipeline.named_runs import resolve
 from dtrepro.training.loop import TrainParams
+
+from support.hopper import concatenate, hopper_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 HOPPER = "hopper-medium-v2"  # the dataset whose facts the benchmarks' data stand for

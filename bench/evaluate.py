@@ -25,6 +25,10 @@ native bf16) are measured first, against the target; then the other precision.
 
 from __future__ import annotations
 
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
+
 import argparse
 import contextlib
 import statistics
@@ -35,16 +39,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dtrepro.agent.device import autocast_dtype, pick_device
 from dtrepro.agent.envbatch import EnvBatch
 from dtrepro.agent.episodes import env_threads, run_episodes
 from dtrepro.agent.policy import Policy, policy_from_checkpoint
-from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.study import Run
-from dtrepro.testing.reference import run_episodes_one_by_one
 from dtrepro.training.loop import train
 
 from common import HOPPER, clean_hopper_file, preset_params
+from support.reference import run_episodes_one_by_one
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV, EPISODES, TARGET = "Hopper-v4", 20, 3600.0

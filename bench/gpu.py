@@ -18,6 +18,10 @@ needs no internet; or `--data` for a clean file you bring):
 
 from __future__ import annotations
 
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
+
 import argparse
 import json
 import tempfile
@@ -28,13 +32,13 @@ from unittest import mock
 import numpy as np
 import torch
 
+from dtrepro.agent.device import autocast_dtype, pick_device
 from dtrepro.agent.policy import load_checkpoint, policy_from_checkpoint
 from dtrepro.collect.collector import CollectParams, collect_to_files
 from dtrepro.data.repair import RepairParams, repair_file
-from dtrepro.device import autocast_dtype, pick_device
 from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
-from dtrepro.named_runs import resolve
+from dtrepro.pipeline.named_runs import resolve
 from dtrepro.study import Run
 from dtrepro.training.loop import TrainParams, train
 from evaluate import env_floor, timed_forward

@@ -6,6 +6,10 @@ reference of the same run: `dvc --version`, DVC's own start-up, which every comm
 
 from __future__ import annotations
 
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
+
 import statistics
 import subprocess
 import sys
@@ -13,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dtrepro.testing.repos import copy_repo, run
+from support.repos import copy_repo, run
 
 TARGET_S = 5.0
 
@@ -34,7 +38,9 @@ def timed(repo: Path, *cmd: str, repeats: int = 3) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = copy_repo(Path(tmp))
-        subprocess.run([sys.executable, "-m", "dtrepro.cli", "run", "smoke"], cwd=repo, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke"], cwd=repo, check=True, capture_output=True
+        )
         startup = timed(repo, "dvc", "--version")
         repro = timed(repo, "dvc", "repro")
         status = timed(repo, "dvc", "status")

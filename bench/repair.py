@@ -9,6 +9,10 @@ loop, the way D4RL-era scripts walk a dataset.
 
 from __future__ import annotations
 
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
+
 import tempfile
 import time
 from pathlib import Path

@@ -2,20 +2,24 @@
 
 The train stage's own loop (`train`, ms/step from its log's throughput) for a preset (default: the
 `demo` one), in a fresh process per measurement so that OpenMP starts with the settings under test:
-- `project`: what the stages use (`dtrepro.cpus`: threads = the usable CPUs, lowered while other processes
-  use them, `follow_load`; OpenMP's own spin);
+- `project`: what the stages use (`dtrepro.runtime.threads`: a thread per usable CPU, chosen once, and a
+  short spin of 1,000 before a waiting worker sleeps);
 - `torch`: torch's own defaults (a thread per core, GNU OpenMP's spin of 300,000);
 - and, with `--all`, one thread, and two threads with `OMP_WAIT_POLICY=PASSIVE`.
 Each runs alone, beside a busy one-thread torch matmul loop, beside a plain Python busy loop, and
 beside a second training with the same settings (as `dvc queue start -j 2` or two Slurm tasks on one
 node run them); the benchmark starts and stops those processes itself.
 Targets on a 2-core machine: beside one busy process, the project's step takes at most 2x its time
-alone; alone, it is at most 5% slower than torch's defaults.
+alone; alone, it is at most 1.2x torch's defaults.
 
     python bench/threads.py [--presets demo,paper,smoke] [--all]
 """
 
 from __future__ import annotations
+
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
 
 import argparse
 import csv
@@ -27,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dtrepro.cpus import OURS_VAR, thread_settings, usable_cpus
+from dtrepro.runtime.threads import thread_settings, usable_cpus
 
 from common import HOPPER, clean_hopper_file, preset_params
 
@@ -47,7 +51,7 @@ LOADS = {
 
 def settings(name: str) -> dict[str, str]:
     """The environment a measured process starts with: OpenMP's settings under test, nothing else of ours."""
-    ours = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", OURS_VAR)
+    ours = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
     base = {k: v for k, v in os.environ.items() if k not in ours}
     cpus = str(usable_cpus())
     if name.startswith("spin="):  # an exploration: two threads with that spin count
@@ -151,8 +155,8 @@ def main() -> None:
             alone = table["project", "alone"] / table["torch", "alone"]
             worst = max(table["project", load] / table["project", "alone"] for load in LOADS)
             print(
-                f"{preset}: alone, the project's step is {alone:.2f}x torch's ({'OK' if alone <= 1.05 else 'OVER'} "
-                f"against 1.05x); beside other work, at worst {worst:.2f}x its time alone "
+                f"{preset}: alone, the project's step is {alone:.2f}x torch's ({'OK' if alone <= 1.2 else 'OVER'} "
+                f"against 1.2x); beside other work, at worst {worst:.2f}x its time alone "
                 f"({'OK' if worst <= 2 else 'OVER'} against 2x)"
             )
 

@@ -21,6 +21,10 @@
 
 from __future__ import annotations
 
+from dtrepro.runtime.stage import setup
+
+setup()  # the stages' threads and BLAS kernels, before numpy and torch load
+
 import csv
 import random
 import tempfile
@@ -32,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 import dtrepro.agent.dropout
+from dtrepro.agent.device import autocast_dtype, cpu_has_native_bf16
 from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, action_loss
 from dtrepro.data.d4rl import read_d4rl
-from dtrepro.device import autocast_dtype, cpu_has_native_bf16
 from dtrepro.study import Run
 from dtrepro.training.loop import train
 from dtrepro.training.sampler import Trajectories, WindowSampler

@@ -8,9 +8,12 @@ Writes --episodes-csv (one row per episode: checkpoint, target, seed, return, le
        and target, under keys such as last.target_3600.normalized_score_mean)
 """
 
+from dtrepro.runtime.stage import run_stage, setup
+
+setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch load
+
 import argparse
 
-from dtrepro.errors import run_stage
 from dtrepro.evaluation.eval_params import EvalParams, metric_key
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
 from dtrepro.params import add_dataset_argument, add_params_argument

@@ -4,10 +4,13 @@ Reads  --report (results/ablations.md) and --report-plots (its PNGs), --suite an
 Writes --html (results/index.html): both tables with their findings, every PNG embedded
 """
 
+from dtrepro.runtime.stage import run_stage, setup
+
+setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch load
+
 import argparse
 from pathlib import Path
 
-from dtrepro.errors import run_stage
 from dtrepro.reporting.page import write_page
 
 

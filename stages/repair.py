@@ -5,10 +5,13 @@ Writes --output (every episode ends on exactly one terminals/timeouts row)
        --report (JSON: boundaries found and how, rows changed and why, episode statistics)
 """
 
+from dtrepro.runtime.stage import run_stage, setup
+
+setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch load
+
 import argparse
 
 from dtrepro.data.repair import RepairParams, repair_file
-from dtrepro.errors import run_stage
 from dtrepro.params import add_dataset_argument, add_params_argument
 
 

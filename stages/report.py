@@ -9,11 +9,14 @@ Writes --markdown (per dataset: headline, return conditioning, context length, p
        (dvc plots data), --plots-dir/<D>/return_conditioning.png, context_length.png, learning_curves.png
 """
 
+from dtrepro.runtime.stage import run_stage, setup
+
+setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch load
+
 import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from dtrepro.errors import run_stage
 from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.params import add_params_argument
 from dtrepro.reporting.report import ReportPaths, write_report

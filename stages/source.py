@@ -12,15 +12,18 @@ Writes --output (D4RL layout) and <output>.sha256, --policy (the behaviour polic
        which the next run resumes.
 """
 
+from dtrepro.runtime.stage import run_stage, setup
+
+setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch load
+
 import argparse
 
-from dtrepro.atomic import outputs_together
 from dtrepro.collect.collector import CollectParams, collect_to_files
 from dtrepro.data.download import DownloadParams, download_to_files
 from dtrepro.data.minari_import import export_file, minari_id, minari_to_files
-from dtrepro.errors import run_stage
 from dtrepro.params import add_dataset_argument, add_params_argument
 from dtrepro.registry.datasets import env_id, lookup
+from dtrepro.runtime.atomic import outputs_together
 
 
 def main(argv=None):

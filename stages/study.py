@@ -10,11 +10,14 @@ Writes --stamp (a fixed text: the check passed; its content never changes, so pa
        again re-runs nothing downstream)
 """
 
+from dtrepro.runtime.stage import run_stage, setup
+
+setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch load
+
 import argparse
 
-from dtrepro.atomic import atomic_output
-from dtrepro.errors import run_stage
 from dtrepro.params import add_params_argument, load_yaml
+from dtrepro.runtime.atomic import atomic_output
 from dtrepro.study import StudyParams, check_params
 
 

@@ -8,11 +8,14 @@ Writes --markdown (per dataset: DT paper, CORL last and best, ours last.pt and b
        --scores-csv and --profile-csv (dvc plots data), --plots-dir/scores.png, performance_profile.png
 """
 
+from dtrepro.runtime.stage import run_stage, setup
+
+setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch load
+
 import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from dtrepro.errors import run_stage
 from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.params import add_params_argument
 from dtrepro.reporting.suite import SuitePaths, write_suite

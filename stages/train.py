@@ -11,12 +11,15 @@ Keeps  --out-dir/.resume/state.pt, no output of DVC's: every train.checkpoint_ev
 Under `torchrun --nproc_per_node=N stages/train.py ...` it trains with DDP; rank 0 writes.
 """
 
+from dtrepro.runtime.stage import run_stage, setup
+
+setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch load
+
 import argparse
 from pathlib import Path
 
-from dtrepro.closure import code_sha256
-from dtrepro.errors import run_stage
 from dtrepro.params import add_params_argument
+from dtrepro.pipeline.closure import code_sha256
 from dtrepro.study import Run, add_run_arguments
 from dtrepro.training.loop import TrainParams, train
 

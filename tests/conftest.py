@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from dtrepro.cpus import set_thread_defaults
+import os
 
-set_thread_defaults()  # the stages' thread choice, before anything loads torch: durations stop depending on load
+from dtrepro.runtime.threads import thread_settings
+
+os.environ.update(thread_settings())  # the stages' threads and BLAS kernels, before numpy and torch load
 
 import signal  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -10,9 +12,9 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from dtrepro.data.d4rl import write_d4rl  # noqa: E402
-from dtrepro.testing.hopper import hopper_dataset  # noqa: E402
 
 from helpers import copy_repo  # noqa: E402
+from support.hopper import hopper_dataset  # noqa: E402
 
 # run in the background by a script (`cmd &`), the suite inherits an ignored SIGINT, and so would every process it
 # starts: the tests that stop stages with Ctrl-C take SIGINT's own behaviour back, as in a terminal
@@ -22,7 +24,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 @pytest.fixture(scope="session")
 def hopper():
-    """(data, true terminals, true timeouts) of a real Hopper-v4 dataset; see dtrepro.testing.hopper."""
+    """(data, true terminals, true timeouts) of a real Hopper-v4 dataset; see support.hopper."""
     return hopper_dataset()
 
 
@@ -48,7 +50,7 @@ def smoke_done(tmp_path_factory):
     from helpers import run
 
     repo = copy_repo(tmp_path_factory.mktemp("smoke-done"))
-    proc = run([sys.executable, "-m", "dtrepro.cli", "run", "smoke"], repo, timeout=900)
+    proc = run([sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke"], repo, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "the smoke run"]):
         assert run(cmd, repo).returncode == 0

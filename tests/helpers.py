@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtrepro.commands import stages_ran, stages_restored  # noqa: F401 -- what a DVC run's output says
 from dtrepro.params import load_yaml, merge
-from dtrepro.testing.repos import IDENTITY, copy_repo, one_line, run  # noqa: F401 -- the tests' helpers, in one place
+from dtrepro.pipeline.commands import stages_ran, stages_restored  # noqa: F401 -- what a DVC run's output says
+
+from support.repos import IDENTITY, copy_repo, one_line, run  # noqa: F401 -- the tests' helpers, in one place
 
 ROOT = Path(__file__).resolve().parents[1]
 HOPPER = "hopper-medium-v2"  # the default dataset

@@ -174,7 +174,7 @@ def test_an_unreadable_input_and_an_unwritable_output_folder(tmp_path, hopper_fi
 )
 def test_a_bad_param_value_stops_a_named_run_before_anything_runs(repo_copy, key, value, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", f"{key}={value}"],
+        [sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke", "-S", f"{key}={value}"],
         cwd=repo_copy,
         capture_output=True,
         text=True,
@@ -226,8 +226,8 @@ def test_a_stage_refuses_to_run_another_checkout_s_code(repo_copy):
 def test_a_value_that_would_give_a_silently_wrong_result_is_refused(assignment, message):
     """Each of these ran to the end before, with NaN metrics, a pooled or shared target, an out-of-memory, a
     traceback, or data.url ignored (the smoke run studies a collected dataset)."""
-    from dtrepro.errors import DtreproError
-    from dtrepro.named_runs import resolve, validate
+    from dtrepro.pipeline.named_runs import resolve, validate
+    from dtrepro.runtime.errors import DtreproError
 
     with pytest.raises(DtreproError) as err:
         validate(resolve(ROOT, "smoke", [assignment]))
@@ -236,15 +236,15 @@ def test_a_value_that_would_give_a_silently_wrong_result_is_refused(assignment, 
 
 def test_a_section_no_stage_reads_is_refused_and_every_section_is_read():
     """A typo'd section (`trian:`) was ignored: the run used train's old values without a word."""
-    from dtrepro.errors import DtreproError
-    from dtrepro.named_runs import resolve, validate
     from dtrepro.params import Params
+    from dtrepro.pipeline.named_runs import resolve, validate
+    from dtrepro.runtime.errors import DtreproError
     from dtrepro.study import SECTIONS
 
     def subclasses(cls):
         return {c for s in cls.__subclasses__() for c in (s, *subclasses(s))}
 
-    validate(resolve(ROOT, "smoke", []))  # dtrepro.named_runs.validate imports every section's class
+    validate(resolve(ROOT, "smoke", []))  # dtrepro.pipeline.named_runs.validate imports every section's class
     assert set(SECTIONS) == {c.section for c in subclasses(Params)}
     params = resolve(ROOT, "smoke", [])
     with pytest.raises(DtreproError, match="the section 'trian', which no stage reads"):
@@ -306,7 +306,7 @@ def test_a_disk_too_small_for_the_minari_export_keeps_none_of_the_source_outputs
 
 def test_a_failed_folder_output_leaves_no_temporary_folder(tmp_path):
     """The cleanup called unlink() on the temporary folder (IsADirectoryError) and left it behind."""
-    from dtrepro.atomic import atomic_folder
+    from dtrepro.runtime.atomic import atomic_folder
 
     with pytest.raises(RuntimeError, match="half-way"):
         with atomic_folder(tmp_path / "minari") as tmp:
@@ -319,7 +319,7 @@ def test_a_failed_folder_output_leaves_no_temporary_folder(tmp_path):
 def test_a_file_declaring_more_than_the_machine_holds_is_refused_before_reading(tmp_path):
     """A few kilobytes of compressed HDF5 that declare a terabyte: refused, not read until the kernel kills it."""
     from dtrepro.data.d4rl import read_d4rl
-    from dtrepro.errors import DtreproError
+    from dtrepro.runtime.errors import DtreproError
 
     path = tmp_path / "huge.hdf5"
     with h5py.File(path, "w") as f:
@@ -333,8 +333,8 @@ def test_a_file_declaring_more_than_the_machine_holds_is_refused_before_reading(
 
 
 def test_more_cpus_than_the_machine_has_is_refused(monkeypatch):
-    from dtrepro.cpus import usable_cpus
-    from dtrepro.errors import DtreproError
+    from dtrepro.runtime.errors import DtreproError
+    from dtrepro.runtime.threads import usable_cpus
 
     monkeypatch.setenv("DTREPRO_CPUS", "100000")
     with pytest.raises(DtreproError, match=f"DTREPRO_CPUS is 100000, but this machine has {os.cpu_count()} CPUs"):

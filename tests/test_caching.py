@@ -26,7 +26,7 @@ def dvc(repo, *args):
 
 
 def dtrepro(repo, *args):
-    return ok(run([sys.executable, "-m", "dtrepro.cli", *args], repo, timeout=900))
+    return ok(run([sys.executable, "-m", "dtrepro.pipeline.cli", *args], repo, timeout=900))
 
 
 def checkpoints(repo) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""The study on a real Slurm cluster of one node on localhost (dtrepro.testing.slurm): prep, an array, the report."""
+"""The study on a real Slurm cluster of one node on localhost (support.local_slurm): prep, an array, the report."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import time
 import pytest
 import yaml
 
-from dtrepro.testing.slurm import LocalSlurm, installed
-
 from helpers import COLLECTED, copy_repo, one_line, run
+from support.local_slurm import LocalSlurm, installed
 
 pytestmark = pytest.mark.slow
 D = COLLECTED
@@ -46,7 +45,7 @@ def with_remote(repo, remote):
 
 
 def cluster(repo, env, *args, check=True):
-    proc = run([sys.executable, "-m", "dtrepro.cli", "cluster", *args], repo, env=env, timeout=1500)
+    proc = run([sys.executable, "-m", "dtrepro.pipeline.cli", "cluster", *args], repo, env=env, timeout=1500)
     assert proc.returncode == 0 or not check, proc.stdout + proc.stderr
     return proc
 

@@ -16,9 +16,9 @@ import sys
 import pytest
 import yaml
 
-from dtrepro.cluster import jobs, slurm
-from dtrepro.cluster.spec import Resources, job_folder, task_index
-from dtrepro.errors import DtreproError
+from dtrepro.pipeline.cluster import jobs, slurm
+from dtrepro.pipeline.cluster.spec import Resources, job_folder, task_index
+from dtrepro.runtime.errors import DtreproError
 
 from helpers import copy_repo, one_line, run
 
@@ -61,13 +61,15 @@ def test_a_task_index_that_names_no_model_is_one_paragraph(monkeypatch):
 def test_a_submission_name_that_leads_out_of_the_jobs_folder_is_refused(tmp_path):
     with pytest.raises(DtreproError, match="'../../etc' is not a named run's name"):
         job_folder(tmp_path, "../../etc")
-    proc = run([sys.executable, "-m", "dtrepro.cli", "cluster", "status", "../x"], tmp_path)
+    proc = run([sys.executable, "-m", "dtrepro.pipeline.cli", "cluster", "status", "../x"], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "'../x' is not a named run's name" in one_line(proc.stderr)
 
 
 def test_a_parallel_limit_of_zero_is_refused_not_unlimited(tmp_path):
-    proc = run([sys.executable, "-m", "dtrepro.cli", "cluster", "submit", "smoke", "--max-parallel", "0"], tmp_path)
+    proc = run(
+        [sys.executable, "-m", "dtrepro.pipeline.cli", "cluster", "submit", "smoke", "--max-parallel", "0"], tmp_path
+    )
     assert proc.returncode == 2 and "'0' is not a whole number of at least 1" in proc.stderr
 
 

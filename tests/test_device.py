@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dtrepro import device as device_module
-from dtrepro.device import autocast_dtype, cpu_has_native_bf16, pick_device
-from dtrepro.errors import DtreproError
+from dtrepro.agent import device as device_module
+from dtrepro.agent.device import autocast_dtype, cpu_has_native_bf16, pick_device
+from dtrepro.runtime.errors import DtreproError
 
 
 @pytest.mark.parametrize("native", [True, False])

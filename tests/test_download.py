@@ -19,8 +19,8 @@ import yaml
 
 from dtrepro.data.d4rl import write_d4rl
 from dtrepro.data.download import DownloadParams, download, part_source
-from dtrepro.errors import DtreproError
 from dtrepro.registry.datasets import dataset_file
+from dtrepro.runtime.errors import DtreproError
 
 from helpers import HOPPER, ROOT, params
 

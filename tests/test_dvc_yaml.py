@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dtrepro.closure import as_deps, closure
 from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.pipeline.closure import as_deps, closure
 from dtrepro.training.loop import NOT_IN_RESULTS, TrainParams
 
 from helpers import ROOT, run

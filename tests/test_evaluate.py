@@ -18,14 +18,14 @@ from dtrepro.agent.envs import make_env
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.model import DecisionTransformer, ModelConfig
 from dtrepro.agent.policy import Policy
-from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EPISODE_FIELDS, EvalParams
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
 from dtrepro.evaluation.stats import bootstrap_ci
 from dtrepro.registry.scores import normalized_score, reference_scores, return_for_score
-from dtrepro.testing.reference import run_episodes_one_by_one
+from dtrepro.runtime.errors import DtreproError
 
 from helpers import HOPPER, ROOT, params, run
+from support.reference import run_episodes_one_by_one
 
 RECORD_FIELDS = {
     "return_mean",

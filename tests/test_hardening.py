@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from dtrepro.commands import repo_env
+from dtrepro.pipeline.commands import repo_env
 
 from helpers import COLLECTED, one_line, run
 
@@ -27,7 +27,9 @@ def test_a_failed_rerun_of_a_named_run_keeps_the_earlier_experiment(copy_done):
     repo = copy_done
     before = experiments(repo)["smoke"]["metrics"]["results/metrics.json"]["data"]
     # offline, D4RL's download cannot succeed: the rerun fails in its source stage
-    failed = run([sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", "study.datasets=[hopper-medium-v2]"], repo)
+    failed = run(
+        [sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke", "-S", "study.datasets=[hopper-medium-v2]"], repo
+    )
     assert failed.returncode != 0
     kept = experiments(repo)
     assert "smoke" in kept and kept["smoke"]["metrics"]["results/metrics.json"]["data"] == before
@@ -50,7 +52,7 @@ def test_params_rewritten_during_a_named_run_stop_it_and_every_stage_records_wha
     """A plain `dvc exp run -S` started while a named run evaluates rewrites params.yaml before DVC's locks
     refuse one of the two: the named run's later stages ran with its values, and dvc.lock recorded a mix."""
     repo = copy_done
-    cmd = [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", "eval.episodes=5"]
+    cmd = [sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke", "-S", "eval.episodes=5"]
     env = repo_env(repo)
     named = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []

@@ -17,7 +17,7 @@ from dtrepro.data.d4rl import read_d4rl
 from dtrepro.data.download import DownloadParams
 from dtrepro.data.flags import episode_ends
 from dtrepro.data.minari_import import MINARI_PATH_VAR, export_file, load, minari_id, to_d4rl
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.errors import DtreproError
 
 from helpers import copy_repo, one_line, params, run
 
@@ -181,7 +181,7 @@ def test_the_smoke_pipeline_runs_on_a_minari_dataset_named_alone(tmp_path):
         del os.environ[MINARI_PATH_VAR]
     repo = copy_repo(tmp_path)
     proc = run(
-        [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", f"study.datasets=[{MINARI_ID}]"],
+        [sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke", "-S", f"study.datasets=[{MINARI_ID}]"],
         repo,
         env={MINARI_PATH_VAR: str(home)},
         timeout=900,

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from dtrepro.errors import DtreproError
-from dtrepro.named_runs import (
+from dtrepro.params import flatten, merge
+from dtrepro.pipeline.named_runs import (
     committed_params,
     hydra_value,
     overrides,
@@ -20,7 +20,7 @@ from dtrepro.named_runs import (
     validate,
     workspace_lock,
 )
-from dtrepro.params import flatten, merge
+from dtrepro.runtime.errors import DtreproError
 
 from helpers import ROOT, one_line
 from helpers import run as run_in
@@ -84,7 +84,7 @@ def test_a_second_named_run_is_refused_while_one_holds_the_workspace(repo_copy):
 
 
 def test_a_profile_builds_on_its_base():
-    from dtrepro.named_runs import resolve
+    from dtrepro.pipeline.named_runs import resolve
 
     smoke, suite_smoke = resolve(ROOT, "smoke", []), resolve(ROOT, "suite-smoke", [])
     assert suite_smoke["model"] == smoke["model"] and suite_smoke["train"] == smoke["train"]  # the smoke sizes
@@ -131,7 +131,7 @@ def test_a_named_run_prints_no_noise(smoke_done):
 def test_compare_fits_80_columns_and_shows_only_what_differs():
     """Two smoke experiments that differ in eval.episodes, among the 26 params a named run sets: the one that
     differs is a row, the equal params are left out, equal metrics are listed once."""
-    from dtrepro.compare import table
+    from dtrepro.pipeline.compare import table
 
     params_of = {f"train.p{i}": i for i in range(26)}  # the same in both
     found = {
@@ -158,13 +158,13 @@ def test_a_named_run_that_changes_nothing_records_no_experiment(copy_done):
 
     before = run_in(["dvc", "exp", "list", "--name-only"], copy_done).stdout.split()
     for extra in ([], ["-S", "eval.episodes=3"]):
-        proc = run_in([sys.executable, "-m", "dtrepro.cli", "run", "smoke", *extra], copy_done, timeout=900)
+        proc = run_in([sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke", *extra], copy_done, timeout=900)
         assert proc.returncode == 0 and "'smoke' changes nothing" in one_line(proc.stdout), proc.stdout + proc.stderr
     assert run_in(["dvc", "exp", "list", "--name-only"], copy_done).stdout.split() == before
 
 
 def test_list_says_what_each_named_run_is_and_its_time_and_show_diff_only_what_it_changes():
-    from dtrepro.named_runs import changes, describe, names
+    from dtrepro.pipeline.named_runs import changes, describe, names
 
     lines = [describe(ROOT, name) for name in names(ROOT)]
     assert all(re.fullmatch(r"[a-z-]+: .+; time: .+", line) for line in lines), lines

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from dtrepro.cli import parser
+from dtrepro.pipeline.cli import parser
 
 from helpers import ROOT, run
 
@@ -53,7 +53,7 @@ def test_a_shown_command_exists(page, argv):
     elif tool == "dtrepro":
         parser().parse_args(args)  # exits (fails the test) on an unknown command or option
         if tuple(argv[:2]) in CHEAP:
-            proc = run([sys.executable, "-m", "dtrepro.cli", *args], ROOT)
+            proc = run([sys.executable, "-m", "dtrepro.pipeline.cli", *args], ROOT)
             assert proc.returncode == 0, proc.stderr
     elif tool == "dvc":
         assert _dvc_accepts(args), f"{page}: DVC does not accept: {' '.join(argv)}"

@@ -36,7 +36,7 @@ def team(copy_done, tmp_path):
     remote = tmp_path / "remote"
     ok(run(["dvc", "remote", "add", "-d", "team", str(remote)], copy_done))
     ok(run(["git", "commit", "-q", "-am", "a remote for the team"], copy_done))
-    ok(run([sys.executable, "-m", "dtrepro.cli", "push"], copy_done))
+    ok(run([sys.executable, "-m", "dtrepro.pipeline.cli", "push"], copy_done))
     return copy_done, remote
 
 
@@ -76,7 +76,7 @@ def clone(a: Path, where: Path) -> Path:
 
 
 def refused(b: Path, *args: str) -> str:
-    proc = run([sys.executable, "-m", "dtrepro.cli", *args], b, timeout=900)
+    proc = run([sys.executable, "-m", "dtrepro.pipeline.cli", *args], b, timeout=900)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     return one_line(proc.stderr)
@@ -149,7 +149,7 @@ def test_a_bad_entry_in_the_local_run_cache_is_moved_aside_before_a_run_or_a_pus
     aside = a / ".dvc/tmp/refused" / local.parent.name / local.name
     assert f"The local run-cache entry {local.relative_to(a)} is not a run entry" in message or str(local) in message
     assert f"was moved to {aside}" in message and aside.exists() and not local.exists()
-    ok(run([sys.executable, "-m", "dtrepro.cli", "push"], a))  # the rest is intact, and pushes
+    ok(run([sys.executable, "-m", "dtrepro.pipeline.cli", "push"], a))  # the rest is intact, and pushes
 
 
 def test_a_forged_evaluation_is_refused_by_the_report_and_caught_by_verify(team, tmp_path):
@@ -178,14 +178,16 @@ def test_a_forged_evaluation_is_refused_by_the_report_and_caught_by_verify(team,
     # made again from what the remote holds; without dvc.lock every stage comes from the run-cache (as in a named
     # run whose params differ from the committed ones)
     ok(run(["git", "rm", "-rq", "reports", "results", "dvc.lock"], b))
-    ok(run([sys.executable, "-m", "dtrepro.cli", "pull"], b))
+    ok(run([sys.executable, "-m", "dtrepro.pipeline.cli", "pull"], b))
     restored = run(["dvc", "exp", "run"], b, timeout=900)
     assert restored.returncode != 0
     message = one_line(restored.stdout + restored.stderr)
     assert f"reports/eval/{COLLECTED}/k5-seed0.csv and reports/eval/{COLLECTED}/k5-seed0.json do not agree" in message
     assert "49.2000" in message and "dtrepro verify" in message
     assert (b / out["path"]).read_text() == data  # DVC restored the forged episodes
-    verified = run([sys.executable, "-m", "dtrepro.cli", "verify", f"evaluate@{COLLECTED}-5-0"], b, timeout=900)
+    verified = run(
+        [sys.executable, "-m", "dtrepro.pipeline.cli", "verify", f"evaluate@{COLLECTED}-5-0"], b, timeout=900
+    )
     assert verified.returncode == 1, verified.stdout + verified.stderr
     assert f"MISMATCH evaluate@{COLLECTED}-5-0" in verified.stdout and "in its episodes is 49.2" in verified.stdout
     assert (b / out["path"]).read_text() == data  # verify changes nothing in the workspace
@@ -194,12 +196,14 @@ def test_a_forged_evaluation_is_refused_by_the_report_and_caught_by_verify(team,
 def test_verify_passes_an_honest_restore(team, tmp_path):
     a, _ = team
     b = clone(a, tmp_path / "b")
-    ok(run([sys.executable, "-m", "dtrepro.cli", "pull"], b))
+    ok(run([sys.executable, "-m", "dtrepro.pipeline.cli", "pull"], b))
     ok(run(["dvc", "exp", "run"], b, timeout=900))
-    verified = ok(run([sys.executable, "-m", "dtrepro.cli", "verify", "--sample", "2"], b, timeout=900))
+    verified = ok(run([sys.executable, "-m", "dtrepro.pipeline.cli", "verify", "--sample", "2"], b, timeout=900))
     assert verified.stdout.count("ok       evaluate@") == 2, verified.stdout
     assert "2 of 2 stages agree" in verified.stdout
-    trained = ok(run([sys.executable, "-m", "dtrepro.cli", "verify", f"train@{COLLECTED}-1-1"], b, timeout=900))
+    trained = ok(
+        run([sys.executable, "-m", "dtrepro.pipeline.cli", "verify", f"train@{COLLECTED}-1-1"], b, timeout=900)
+    )
     assert "2 checkpoints identical, byte for byte" in trained.stdout
 
 

@@ -13,10 +13,10 @@ from dtrepro.collect.rollout import rollout
 from dtrepro.data.boundaries import find_boundaries, split_long_episodes
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, read_d4rl
 from dtrepro.data.repair import RepairParams, repair_dataset, repair_file
-from dtrepro.errors import DtreproError
-from dtrepro.testing.hopper import pd_policy, without_timeouts_at
+from dtrepro.runtime.errors import DtreproError
 
 from helpers import HOPPER, params
+from support.hopper import pd_policy, without_timeouts_at
 
 REPAIR = RepairParams.from_params(params(), HOPPER)
 

@@ -10,7 +10,7 @@ import dtrepro.agent.dropout
 from dtrepro.agent.dropout import dropout
 from dtrepro.agent.model import DecisionTransformer, ModelConfig, action_loss
 from dtrepro.data.d4rl import D4RLData
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.errors import DtreproError
 from dtrepro.training.sampler import Trajectories, WindowSampler, returns_to_go
 
 
@@ -186,34 +186,3 @@ def test_an_episode_longer_than_the_timestep_embeddings_is_refused_not_clamped()
     Trajectories.from_d4rl(toy((10, 3)), 1000.0, 10, "cpu")  # exactly the limit: every step its own embedding
     with pytest.raises(DtreproError, match="an episode of 11 steps, but the model embeds timesteps up to 10"):
         Trajectories.from_d4rl(toy((11, 3)), 1000.0, 10, "cpu")
-
-
-def test_a_bf16_training_step_and_a_forward_give_the_same_bits_on_one_thread_and_on_two():
-    """The thread count follows the machine's load (`dtrepro.cpus.Governor`) in bf16-autocast training and in
-    evaluation, so it must not change a step's gradients or a forward pass; the demo preset's shapes. Fails with
-    nn.LayerNorm, whose CPU backward sums its scale's and shift's gradients in one piece per thread."""
-    cfg = ModelConfig(embed_dim=64, layers=2, heads=1, dropout=0.1, state_dim=11, act_dim=3, context_len=20)
-    gen = torch.Generator().manual_seed(0)
-    x = (
-        torch.randn(64, 20, 11, generator=gen),
-        torch.rand(64, 20, 3, generator=gen) * 2 - 1,
-        torch.randn(64, 20, generator=gen),
-        torch.randint(0, 900, (64, 20), generator=gen),
-        torch.ones(64, 20, dtype=torch.bool),
-    )
-    before, grads, forwards = torch.get_num_threads(), [], []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            torch.manual_seed(0)
-            model = DecisionTransformer(cfg).train()
-            with torch.autocast("cpu", torch.bfloat16):
-                pred = model(*x)
-            action_loss(pred, x[1], x[4]).backward()
-            grads.append({name: p.grad for name, p in model.named_parameters()})
-            with torch.no_grad():
-                forwards.append(model.eval()(*x))  # float32, as a policy without autocast acts
-    finally:
-        torch.set_num_threads(before)
-    assert [name for name in grads[0] if not torch.equal(grads[0][name], grads[1][name])] == []
-    assert torch.equal(*forwards)

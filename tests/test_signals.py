@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 
-from dtrepro.commands import repo_env
+from dtrepro.pipeline.commands import repo_env
 
 from helpers import COLLECTED, ROOT, one_line, params, run
 
@@ -60,7 +60,7 @@ def test_sigterm_to_the_source_stage_stops_its_collection_workers_and_writes_not
 def test_sigterm_to_a_named_run_stops_dvc_and_its_stage_and_keeps_the_earlier_experiment(copy_done):
     """Before, the driver died and the stage DVC was running went on writing into the workspace."""
     repo = copy_done
-    cmd = [sys.executable, "-m", "dtrepro.cli", "run", "smoke", "-S", "train.steps=5000"]
+    cmd = [sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke", "-S", "train.steps=5000"]
     named = subprocess.Popen(
         cmd, cwd=repo, env=repo_env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -121,7 +121,7 @@ def test_a_ctrl_c_inside_an_import_is_raised_after_it(tmp_path, after):
     (tmp_path / "swallows.py").write_text(SWALLOWS)
     script = tmp_path / "prog.py"
     script.write_text(
-        "import time\nfrom dtrepro.errors import run_stage\nimport swallows\nprint('imported')\n"
+        "import time\nfrom dtrepro.runtime.stage import run_stage, setup\nsetup()\nimport swallows\nprint('imported')\n"
         f"def main(argv):\n    {after}\n    print('finished')\nrun_stage(main)\n"
     )
     env = repo_env(ROOT)
@@ -195,6 +195,6 @@ def test_a_lock_left_by_dvc_killed_as_pid_1_does_not_block_the_next_run(copy_don
     proc = _in_pid_namespace(copy_done, "dvc", "exp", "run", "-S", "train.steps=2000")
     assert _docker_stop(_training(proc), proc) >= 10  # SIGTERM ignored by a PID 1 without handlers
     assert any(e["pid"] == 1 for e in _rwlock(copy_done)["write"].values()), _rwlock(copy_done)
-    again = run([sys.executable, "-m", "dtrepro.cli", "run", "smoke", "report"], copy_done, timeout=900)
+    again = run([sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke", "report"], copy_done, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
     assert not any(_rwlock(copy_done).get(k) for k in ("read", "write"))

@@ -101,7 +101,7 @@ def test_suite_smoke_runs_three_envs_offline_and_its_table_holds_every_dataset(t
     """`make suite-smoke`: three envs' datasets of three kinds collected here, the whole pipeline as one DVC
     experiment, and the suite table whose aggregates the test recomputes from the episode rows."""
     repo = copy_repo(tmp_path)
-    proc = run([sys.executable, "-m", "dtrepro.cli", "run", "suite-smoke"], repo, timeout=900)
+    proc = run([sys.executable, "-m", "dtrepro.pipeline.cli", "run", "suite-smoke"], repo, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     study = yaml.safe_load((repo / "params.yaml").read_text())["study"]
     names, k, seeds = study["datasets"], study["context_lens"][0], study["seeds"]

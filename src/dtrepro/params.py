@@ -20,8 +20,8 @@ from typing import Annotated, Any, ClassVar, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML, YAMLError
 
-from dtrepro.errors import DtreproError
 from dtrepro.registry.datasets import ENV_IDS, ENV_VERSIONS, FACTS, lookup
+from dtrepro.runtime.errors import DtreproError
 
 PARAMS_FILE = "params.yaml"
 Seed = Annotated[int, Field(ge=0, lt=2**31)]  # a seed every library takes (gymnasium's resets, numpy, torch)

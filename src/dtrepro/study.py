@@ -13,9 +13,9 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from dtrepro.errors import DtreproError
 from dtrepro.params import Params, Seed, add_dataset_argument
 from dtrepro.registry.datasets import lookup
+from dtrepro.runtime.errors import DtreproError
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from dtrepro.atomic import atomic_output
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.atomic import atomic_output
+from dtrepro.runtime.errors import DtreproError
 
 CHECKPOINTS = ("last", "best")  # the checkpoints each run keeps: the final one and the best periodic evaluation
 # what torch.load raises for a file that is not a whole checkpoint: cut short, overwritten, not one at all

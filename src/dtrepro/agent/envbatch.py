@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from dtrepro.agent.envs import make_env
-from dtrepro.cpus import usable_cpus
+from dtrepro.runtime.threads import usable_cpus
 
 
 class EnvBatch:

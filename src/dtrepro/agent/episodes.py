@@ -18,9 +18,9 @@ import torch
 
 from dtrepro.agent.envbatch import EnvBatch
 from dtrepro.agent.policy import Policy
-from dtrepro.cpus import follow_load, usable_cpus
-from dtrepro.progress import progress as progress_bar
 from dtrepro.registry.datasets import TIME_LIMIT
+from dtrepro.runtime.progress import progress as progress_bar
+from dtrepro.runtime.threads import usable_cpus
 
 
 @dataclass
@@ -77,7 +77,6 @@ def run_episodes(
         states[:, k - 1] = policy.normalize(envs.reset(seeds))
         rtg[:, k - 1] = torch.as_tensor(targets, dtype=torch.float32, device=device) / policy.return_scale
         for t in range(max_steps):
-            follow_load()
             now, window = t + k - 1, slice(t, t + k)
             act = policy.act(
                 states[rows, window],

@@ -6,9 +6,7 @@ self-attention blocks read the 3K tokens; the action a_t is predicted from the
 hidden state of token s_t (which has seen R_<=t, s_<=t, a_<t) through tanh.
 Acting needs only the last of these predictions; `final_action` computes just
 what it depends on. Dropout (embeddings, attention weights, residuals), as the paper's
-GPT, is torch's own on GPUs and `dtrepro.agent.dropout`'s on the CPU. On the CPU, LayerNorm's backward
-runs on one thread (`LayerNorm`), the one op of a step whose bits depended on the number of torch threads,
-so that the thread count may follow the machine's load (`dtrepro.cpus.Governor`) without changing results.
+GPT, is torch's own on GPUs and `dtrepro.agent.dropout`'s on the CPU (bench/train.py: faster steps there).
 """
 
 from __future__ import annotations
@@ -54,49 +52,13 @@ class ModelConfig(ModelParams):
         return self.model_dump()
 
 
-class _OneThreadBackward(torch.autograd.Function):
-    """torch's fused layer norm, its backward on one thread: torch's CPU backward sums the scale's and shift's
-    gradients in one piece per thread, so with two threads their bits differ from those with one."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, shape, eps):
-        x32 = x.to(weight.dtype)  # as autocast runs layer_norm: in the parameters' float32
-        out, mean, rstd = torch.native_layer_norm(x32, shape, weight, bias, eps)
-        ctx.save_for_backward(x32, weight, bias, mean, rstd)
-        ctx.shape, ctx.dtype = shape, x.dtype
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x32, weight, bias, mean, rstd = ctx.saved_tensors
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            dx, dw, db = torch.ops.aten.native_layer_norm_backward(
-                grad, x32, ctx.shape, mean, rstd, weight, bias, [True, True, True]
-            )
-        finally:
-            torch.set_num_threads(threads)
-        return dx.to(ctx.dtype), dw, db, None, None
-
-
-class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm (same parameters, same checkpoints, same forward) whose gradients on the CPU do not depend
-    on the number of torch threads."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda or not torch.is_grad_enabled():
-            return super().forward(x)
-        return _OneThreadBackward.apply(x, self.weight, self.bias, self.normalized_shape, self.eps)
-
-
 class Block(nn.Module):
     """Pre-LayerNorm GPT block: causal self-attention then a 4x MLP, each with a residual."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.heads, self.p_attn = cfg.heads, cfg.dropout
-        self.ln1, self.ln2 = LayerNorm(cfg.embed_dim), LayerNorm(cfg.embed_dim)
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.embed_dim), nn.LayerNorm(cfg.embed_dim)
         self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
         self.mlp = nn.Sequential(
@@ -129,10 +91,10 @@ class DecisionTransformer(nn.Module):
         self.embed_return = nn.Linear(1, h)
         self.embed_state = nn.Linear(cfg.state_dim, h)
         self.embed_action = nn.Linear(cfg.act_dim, h)
-        self.embed_ln = LayerNorm(h)
+        self.embed_ln = nn.LayerNorm(h)
         self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.ln_f = LayerNorm(h)
+        self.ln_f = nn.LayerNorm(h)
         self.predict_action = nn.Sequential(nn.Linear(h, cfg.act_dim), nn.Tanh())
         causal = torch.tril(torch.ones(3 * cfg.context_len, 3 * cfg.context_len, dtype=torch.bool))
         self.register_buffer("causal", causal, persistent=False)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.model import DecisionTransformer, ModelConfig
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.errors import DtreproError
 
 MIN_ROWS = 16
 

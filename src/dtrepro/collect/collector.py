@@ -19,7 +19,7 @@ ARS meets them (`train_behaviour`). Policies act with Gaussian exploration noise
   the return asked for picks a behaviour (the return-conditioning study of `make demo`).
 
 One seed fixes everything, so the same seed gives a byte-identical file on machines with the same
-numeric kernels and library versions (`dtrepro.kernels`, `provenance`).
+numeric kernels and library versions (`dtrepro.runtime.threads`, `provenance`).
 """
 
 from __future__ import annotations
@@ -35,21 +35,20 @@ from pydantic import Field, model_validator
 
 from dtrepro import __version__
 from dtrepro.agent.envs import make_env
-from dtrepro.atomic import atomic_output, write_json
 from dtrepro.collect.ars import ARS, ARSConfig, LinearPolicy
 from dtrepro.collect.provenance import provenance, versions
 from dtrepro.collect.rollout import rollout
 from dtrepro.collect.workers import worker_map
-from dtrepro.cpus import usable_cpus
 from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
-from dtrepro.errors import DtreproError
-from dtrepro.kernels import unpinned_kernels
 from dtrepro.params import EnvId, Params, Seed
-from dtrepro.progress import progress
 from dtrepro.registry.datasets import COLLECTED, lookup
 from dtrepro.registry.scores import normalized_score, return_for_score
+from dtrepro.runtime.atomic import atomic_output, write_json
+from dtrepro.runtime.errors import DtreproError
+from dtrepro.runtime.progress import progress
+from dtrepro.runtime.threads import unpinned_kernels, usable_cpus
 
 ARS_NAME = "ARS (linear policy, observation normalisation, top-b directions)"
 

@@ -1,7 +1,7 @@
 """What made a collected dataset besides its params: the processor, the numeric kernels, the libraries.
 
 MuJoCo and ARS are deterministic on one machine and build: the same seed gives the same bytes, whatever
-the load or the number of worker processes. Across processors they need not be (`dtrepro.kernels`), nor
+the load or the number of worker processes. Across processors they need not be (`dtrepro.runtime.threads`), nor
 across library versions. The source metrics record these beside the data's SHA-256, and the report
 prints them, so that two users whose numbers differ can see at once whether their data do.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 
-from dtrepro.kernels import blas_core, cpu_model, numpy_simd
+from dtrepro.runtime.threads import blas_core, cpu_model, numpy_simd
 
 LIBRARIES = ("gymnasium", "mujoco", "numpy", "h5py")
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from dtrepro.agent.envs import make_env
 from dtrepro.data.d4rl import D4RLData
-from dtrepro.progress import progress as progress_bar
 from dtrepro.registry.datasets import TIME_LIMIT
+from dtrepro.runtime.progress import progress as progress_bar
 
 Policy = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, float]"]
 

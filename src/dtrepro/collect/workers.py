@@ -4,7 +4,7 @@ Every job is fixed by its own seed (an episode by its reset seed, a rollout by i
 env and action-noise seeds) and results come back in the order the jobs were given,
 so a dataset is the same, byte for byte, however many workers made it. One process
 steps one MuJoCo env at a time, so two CPUs collect about twice as fast as one; there is one worker
-per usable CPU (`dtrepro.cpus.usable_cpus`: the affinity mask, a cgroup quota, SLURM_CPUS_PER_TASK
+per usable CPU (`dtrepro.runtime.threads.usable_cpus`: the affinity mask, a cgroup quota, SLURM_CPUS_PER_TASK
 or DTREPRO_CPUS), not per core of the machine.
 """
 
@@ -14,7 +14,7 @@ import contextlib
 import multiprocessing
 from typing import Callable, Iterator
 
-from dtrepro.cpus import usable_cpus
+from dtrepro.runtime.threads import usable_cpus
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from dtrepro.atomic import atomic_output
+from dtrepro.runtime.atomic import atomic_output
 
 
 def file_sha256(path: str | os.PathLike) -> str:

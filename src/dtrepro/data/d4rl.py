@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.errors import DtreproError
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 FLAG_KEYS = ("terminals", "timeouts")
@@ -241,7 +241,7 @@ def validate(data: D4RLData, path: str | os.PathLike) -> None:
 def write_d4rl(path: str | os.PathLike, data: D4RLData) -> None:
     """Write `data` in D4RL layout (gzip-free, no timestamps: same data, same bytes).
 
-    The caller writes to a temporary path (see `dtrepro.atomic`); metadata goes to
+    The caller writes to a temporary path (see `dtrepro.runtime.atomic`); metadata goes to
     the attributes of a `metadata` group.
     """
     with h5py.File(path, "w", track_order=True) as f:

@@ -26,13 +26,13 @@ import urllib3
 from pydantic import Field
 from tqdm import tqdm
 
-from dtrepro.atomic import write_json
 from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import check_d4rl_file, require_regular_file
-from dtrepro.errors import DtreproError, is_disk_full
 from dtrepro.params import Params
-from dtrepro.progress import progress
 from dtrepro.registry.datasets import ENV_VERSIONS, DatasetFile, dataset_file
+from dtrepro.runtime.atomic import write_json
+from dtrepro.runtime.errors import DtreproError, is_disk_full
+from dtrepro.runtime.progress import progress
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little of what arrived
 OFFLINE_ADVICE = (

@@ -25,13 +25,13 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from dtrepro.atomic import atomic_folder, atomic_output, require_space, write_json
 from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
-from dtrepro.errors import DtreproError
 from dtrepro.registry.datasets import env_id, family, lookup
 from dtrepro.registry.scores import reference_scores
+from dtrepro.runtime.atomic import atomic_folder, atomic_output, require_space, write_json
+from dtrepro.runtime.errors import DtreproError
 
 MINARI_PATH_VAR = "MINARI_DATASETS_PATH"  # Minari's own variable; its default is ~/.minari/datasets
 

@@ -15,12 +15,12 @@ import numpy as np
 from pydantic import Field
 
 from dtrepro import __version__
-from dtrepro.atomic import atomic_output, write_json
 from dtrepro.data.boundaries import METHODS, BoundaryRules, find_boundaries
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
 from dtrepro.data.flags import episode_stats
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.atomic import atomic_output, write_json
+from dtrepro.runtime.errors import DtreproError
 
 
 class RepairParams(BoundaryRules):

@@ -17,16 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from dtrepro.agent.checkpoint import CHECKPOINTS
+from dtrepro.agent.device import autocast_dtype, pick_device
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.policy import policy_from_checkpoint
-from dtrepro.atomic import atomic_output, write_json
-from dtrepro.cpus import follow_load
-from dtrepro.device import autocast_dtype, pick_device
-from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import EPISODE_FIELDS, EvalParams, metric_key
 from dtrepro.evaluation.stats import score_summary
 from dtrepro.registry.datasets import family
 from dtrepro.registry.scores import normalized_score, reference_scores
+from dtrepro.runtime.atomic import atomic_output, write_json
+from dtrepro.runtime.errors import DtreproError
 
 
 def check_time_limit(policy, params: EvalParams, path) -> None:
@@ -60,7 +59,6 @@ def evaluate_checkpoints(
 ) -> dict:
     """Evaluate `last.pt` and `best.pt` at every target; write per-episode rows (CSV) and flat metrics (JSON)."""
     device = pick_device(params.device, "eval.device")
-    follow_load(restart=True)  # the CPUs this process may really use and others leave free (dtrepro.cpus)
     seeds = params.episode_seeds * len(params.targets)
     targets = np.repeat(params.targets, params.episodes)
     metrics = {"env_id": params.env_id, "episodes": params.episodes, "seed": params.seed}

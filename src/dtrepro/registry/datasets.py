@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.errors import DtreproError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from dtrepro.errors import DtreproError
 from dtrepro.registry.datasets import family, lookup
+from dtrepro.runtime.errors import DtreproError
 
 D4RL = "d4rl"  # the reference scores' source when they are D4RL's constants
 OWN_SOURCES = ("minari",)  # the sources whose datasets may carry reference scores of their own

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
-from dtrepro.atomic import atomic_output
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.atomic import atomic_output
+from dtrepro.runtime.errors import DtreproError
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; color: #222; }

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dtrepro.atomic import atomic_output  # noqa: E402
 from dtrepro.registry.datasets import PUBLISHED, PUBLISHED_SOURCES  # noqa: E402
+from dtrepro.runtime.atomic import atomic_output  # noqa: E402
 
 
 def save(fig, path: str | os.PathLike) -> None:

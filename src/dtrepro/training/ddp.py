@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.errors import DtreproError
 
 
 def rank_device(device: torch.device, local_rank: int) -> torch.device:

@@ -27,20 +27,19 @@ from pydantic import Field
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dtrepro.agent.checkpoint import Checkpoint
+from dtrepro.agent.device import autocast_dtype, pick_device
 from dtrepro.agent.envs import make_env
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, ModelParams, action_loss
 from dtrepro.agent.policy import Policy
-from dtrepro.atomic import atomic_output, write_json
-from dtrepro.cpus import follow_load
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import read_d4rl, require_regular_file
-from dtrepro.device import autocast_dtype, pick_device
-from dtrepro.errors import DtreproError
-from dtrepro.kernels import cpu_model
 from dtrepro.params import PARAMS_FILE, DeviceName, EnvId, Params
-from dtrepro.progress import progress
 from dtrepro.registry.scores import normalized_score, reference_scores
+from dtrepro.runtime.atomic import atomic_output, write_json
+from dtrepro.runtime.errors import DtreproError
+from dtrepro.runtime.progress import progress
+from dtrepro.runtime.threads import cpu_model
 from dtrepro.study import Run
 from dtrepro.training.ddp import Distributed
 from dtrepro.training.resume import ResumeState, fingerprint, resume_path
@@ -260,8 +259,6 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
     amp_dtype = autocast_dtype(device, params.amp)  # bf16 autocast, fp16 where the GPU lacks bf16, or None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
-    # torch's threads: the CPUs this process may use, lowered while others use them where that keeps the bits
-    follow_load(restart=True, same_bits=device.type == "cuda" or amp_dtype == torch.bfloat16)
     fused_adamw = device.type == "cuda"
     # ------------------------------------------------------------------------------------------------------
 
@@ -279,7 +276,6 @@ def train(
     meter, model = Meter(params, run, device), parts.model.train()
     with progress(total=params.steps, initial=step, desc="train", unit="step", shown=ddp.main) as bar:
         while step < params.steps:
-            follow_load()
             batch = parts.sampler.sample()
             with autocast:
                 pred = net(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["mask"])

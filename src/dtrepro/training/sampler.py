@@ -19,7 +19,7 @@ import torch
 
 from dtrepro.data.d4rl import D4RLData
 from dtrepro.data.flags import episode_ends
-from dtrepro.errors import DtreproError
+from dtrepro.runtime.errors import DtreproError
 
 
 def returns_to_go(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:

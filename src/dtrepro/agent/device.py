@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from dtrepro.errors import DtreproError
-from dtrepro.kernels import cpu_flags
+from dtrepro.runtime.errors import DtreproError
+from dtrepro.runtime.threads import cpu_flags
 
 
 def pick_device(name: str, param: str = "train.device") -> torch.device:

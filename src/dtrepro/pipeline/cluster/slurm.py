@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from dtrepro.cluster.spec import JobSpec, Resources, git, models_of
-from dtrepro.errors import DtreproError
-from dtrepro.remote import default_remote
+from dtrepro.pipeline.cluster.spec import JobSpec, Resources, git, models_of
+from dtrepro.pipeline.remote import default_remote
+from dtrepro.runtime.errors import DtreproError
 
 CODE = ("src", "stages", "dvc.yaml", "profiles", "pyproject.toml")  # what the tasks run: committed, unchanged
 
@@ -52,7 +52,7 @@ def pattern_path(path: Path) -> str:
 
 
 def make_spec(root: Path, name: str, assignments: list[str], resources: Resources) -> JobSpec:
-    from dtrepro.named_runs import resolve, validate
+    from dtrepro.pipeline.named_runs import resolve, validate
 
     wanted = resolve(root, name, assignments)
     validate(wanted)
@@ -104,7 +104,9 @@ def submit(root: Path, name: str, assignments: list[str], resources: Resources) 
     folder, res = spec.folder, spec.resources
 
     def command(job: str) -> str:
-        return " ".join(shlex.quote(x) for x in (spec.python, "-m", "dtrepro.cli", "cluster", job, str(folder)))
+        return " ".join(
+            shlex.quote(x) for x in (spec.python, "-m", "dtrepro.pipeline.cli", "cluster", job, str(folder))
+        )
 
     common, logs, done = ["--kill-on-invalid-dep=yes", f"--chdir={root}"], pattern_path(folder), []
     prep = _sbatch(

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from dtrepro.commands import dvc
-from dtrepro.errors import DtreproError
 from dtrepro.params import PARAMS_FILE
+from dtrepro.pipeline.commands import dvc
+from dtrepro.runtime.errors import DtreproError
 from dtrepro.study import StudyParams
 
 JOBS_DIR = Path(".dvc") / "tmp" / "cluster"  # in the submitting workspace: git-ignored, on its filesystem

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from dtrepro.errors import run_stage
+from dtrepro.runtime.stage import run_stage
 
 
 def positive(text: str) -> int:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     root = args.root.resolve()
     if args.verb in ("list", "show", "run"):
-        from dtrepro import named_runs
+        from dtrepro.pipeline import named_runs
 
         if args.verb == "list":
             print("\n".join(named_runs.describe(root, name) for name in named_runs.names(root)))
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         elif code := named_runs.run(root, args.name, args.assignments, args.targets, ["--pull"] * args.pull):
             sys.exit(code)
     elif args.verb == "compare":
-        from dtrepro.compare import experiments, table
+        from dtrepro.pipeline.compare import experiments, table
 
         print(table(experiments(root), args.all, args.width), end="")
     elif args.verb == "verify":
-        from dtrepro.verify import verify
+        from dtrepro.pipeline.verify import verify
 
         verdicts = verify(root, args.stages, args.sample, args.seed)
         bad = [v.stage for v in verdicts if not v.ok]
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"verify: {', '.join(bad)} gave other outputs than the workspace holds", file=sys.stderr)
             sys.exit(1)
     elif args.verb in ("push", "pull"):
-        from dtrepro import remote
+        from dtrepro.pipeline import remote
 
         done = getattr(remote, args.verb)(root, args.remote)
         print(f"{args.verb}: {done}")
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def cluster(root: Path, args: argparse.Namespace) -> None:
-    from dtrepro.cluster import jobs, slurm
-    from dtrepro.cluster.spec import Resources, job_folder
+    from dtrepro.pipeline.cluster import jobs, slurm
+    from dtrepro.pipeline.cluster.spec import Resources, job_folder
 
     if args.job == "plan":
         spec = slurm.plan(root, args.name, args.assignments, Resources())

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from dtrepro.errors import DtreproError, is_disk_full
+from dtrepro.runtime.errors import DtreproError, is_disk_full
 
 WHERE_TO = "Give an output path in a folder you may write to, or change the folder's permissions."
 

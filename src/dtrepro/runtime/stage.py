@@ -1,44 +1,43 @@
-"""One error type for problems a user can fix, and the stage-script guard that prints it.
+"""How a stage script runs: its process settings, its signals, and the guard that turns a problem into a paragraph.
 
-A `DtreproError` carries a single paragraph that says what went wrong, where, and
-what to do. Stage scripts run their `main` through `run_stage`, which prints that
-paragraph (no traceback) and exits non-zero.
+A stage script calls `setup()` before it imports numpy or torch (OpenMP and OpenBLAS read their settings
+when they load), then runs its `main` through `run_stage`: a `DtreproError` or a full disk prints one
+paragraph and exits 2; Ctrl-C or SIGTERM removes the temporaries and exits 130. Importing `dtrepro` as a
+library does none of this.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import signal
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+from dtrepro.params import check_run_values
+from dtrepro.runtime.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    DtreproError,
+    disk_full_paragraph,
+    interrupted_line,
+    is_disk_full,
+    raise_terminated,
+    say,
+)
+from dtrepro.runtime.threads import thread_settings
 
 
-class DtreproError(Exception):
-    """A problem with the input or the environment that the user can act on."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, as Ctrl-C's SIGINT is: every `finally` and cleanup runs."""
-
-
-def raise_terminated(signum, frame):
-    """The SIGTERM handler that raises `Terminated`."""
-    raise Terminated(signal.Signals(signum).name)
-
-
-def raise_on_sigterm() -> None:
-    """From now on a SIGTERM (Slurm's scancel, `kill`, a container stopping) stops this process as Ctrl-C does,
-    removing its temporaries, instead of killing it where it stands."""
-    signal.signal(signal.SIGTERM, raise_terminated)
+def setup() -> None:
+    """The stage's threads and BLAS kernels (`runtime.threads`), and a quiet Ctrl-C while it imports. A bad
+    DTREPRO_CPUS is left for `run_stage` to refuse, with its paragraph."""
+    try:
+        os.environ.update(thread_settings())
+    except DtreproError:
+        pass
+    quiet_interrupts()
 
 
 def quiet_interrupts() -> None:
@@ -108,64 +107,32 @@ def raise_deferred_interrupt() -> None:
         raise KeyboardInterrupt
 
 
-def _say(message: str) -> None:
-    message = " ".join(message.split())
-    print(
-        textwrap.fill(f"error: {message}", width=100, break_long_words=False, break_on_hyphens=False), file=sys.stderr
-    )
-
-
-def is_disk_full(err: OSError) -> bool:
-    """ENOSPC, as the OS gives it or as h5py and torch word it."""
-    return err.errno == errno.ENOSPC or "No space left on device" in str(err) or "errno = 28" in str(err)
-
-
-def disk_full_paragraph(err: OSError) -> str:
-    """What a stage says when its disk fills: the folder, the space there, what to do."""
-    folder = Path(err.filename).resolve().parent if getattr(err, "filename", None) else Path.cwd()
-    free = shutil.disk_usage(folder).free / 2**20 if folder.exists() else float("nan")
-    return (
-        f"The disk holding {folder} is full ({free:.0f} MiB free now): {Path(sys.argv[0]).name} stopped and wrote no "
-        f"output (its temporary files removed). Free space there (a D4RL file takes up to 1.5 GiB, a collected or "
-        f"repaired one about as much, a checkpoint a few MiB to 100 MiB), or point the output paths at a larger "
-        f"disk, then run again."
-    )
-
-
-def interrupted_line(what: str, err: KeyboardInterrupt) -> str:
-    """The line an interrupted stage or named run ends with: what stopped it and what was (not) written."""
-    cause = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C (SIGINT)"
-    return f"interrupted by {cause}: {what}"
-
-
 def check_own_package() -> None:
     """A stage script of a repository must run that repository's src/, the code DVC tracks as its deps, not another
     dtrepro that the environment happens to import (a copy with the same files, as DVC's queue makes, is fine)."""
-    from dtrepro.closure import closure
-
     script = Path(sys.argv[0]).resolve()
-    own, running = script.parents[1] / "src", Path(__file__).resolve().parents[1]
-    if not (own / "dtrepro").is_dir() or own.resolve() == running:
+    own, running = script.parents[1] / "src" / "dtrepro", Path(__file__).resolve().parents[1]
+    if not own.is_dir() or own.resolve() == running:
         return
-    differ = [p for p in closure(script) if p.parts[0] == "src" and not _same(own.parent / p, running.parent / p)]
+    differ = [p for p in sorted(own.rglob("*.py")) if not _same(p, running / p.relative_to(own))]
     if differ:
         raise DtreproError(
-            f"{sys.argv[0]} belongs to the repository with the code {own}, but this Python imports dtrepro from "
-            f"{running}, whose {differ[0]} differs: DVC would record one code and run another. Run with "
-            f"PYTHONPATH={own} (as `dtrepro run` and the image do), or install this checkout (pip install -e .)."
+            f"{sys.argv[0]} belongs to the repository with the code {own.parent}, but this Python imports dtrepro from "
+            f"{running.parent}, whose {differ[0].relative_to(own.parents[1])} differs: DVC would record one code and run "
+            f"another. Run with PYTHONPATH={own.parent} (as `dtrepro run` and the image do), or install this checkout "
+            f"(pip install -e .)."
         )
 
 
 def _same(a: Path, b: Path) -> bool:
-    return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
+    return b.is_file() and a.read_bytes() == b.read_bytes()
 
 
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
     """Run a stage's `main`, turning a `DtreproError` into one paragraph on stderr and exit 2."""
-    from dtrepro.params import check_run_values
-
-    raise_on_sigterm()
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
+        thread_settings()  # a DTREPRO_CPUS that `setup` could not use is refused here, with its paragraph
         check_own_package()
         check_run_values()
         raise_deferred_interrupt()
@@ -173,12 +140,12 @@ def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None =
         raise_deferred_interrupt()
         check_run_values()  # a stage that ran while its values changed is not recorded as done
     except DtreproError as err:
-        _say(str(err))
+        say(str(err))
         sys.exit(EXIT_USER_ERROR)
     except OSError as err:
         if not is_disk_full(err):
             raise
-        _say(disk_full_paragraph(err))
+        say(disk_full_paragraph(err))
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt as err:
         what = (

@@ -1,5 +1,7 @@
-"""The project modules a script imports, transitively: what its DVC stage must list as deps.
+"""The project modules a script imports, transitively, that decide its outputs: what its DVC stage lists as deps.
 
+The plumbing (`PLUMBING`: how a stage runs and how the pipeline is driven: error wording, progress bars, the
+thread choice, atomic writes, the CLI, this module) is left out, so that an edit there re-runs no stage.
 tests/test_dvc_yaml.py checks dvc.yaml's deps against it, and the train stage fingerprints the code it
 runs with it (a resume happens only for the code that was interrupted).
 """
@@ -10,13 +12,14 @@ import ast
 import hashlib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # this package's repository: where dvc.yaml's deps are relative to
+ROOT = Path(__file__).resolve().parents[3]  # this package's repository: where dvc.yaml's deps are relative to
 DATA_SUFFIXES = (".tsv",)  # the package's data files, read by the module that names them
+PLUMBING = ("dtrepro.runtime", "dtrepro.pipeline")  # packages no stage's outputs depend on
 
 
 def _module_file(name: str, src: Path) -> Path | None:
     """`dtrepro.data.d4rl` -> src/dtrepro/data/d4rl.py (or the package's __init__.py); None if not ours."""
-    if name != "dtrepro" and not name.startswith("dtrepro."):
+    if not name.startswith("dtrepro.") or name.startswith(PLUMBING):
         return None
     base = src.joinpath(*name.split("."))
     if base.with_suffix(".py").is_file():

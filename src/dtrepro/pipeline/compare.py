@@ -12,9 +12,9 @@ import json
 import textwrap
 from pathlib import Path
 
-from dtrepro.commands import dvc
-from dtrepro.errors import DtreproError
 from dtrepro.params import flatten
+from dtrepro.pipeline.commands import dvc
+from dtrepro.runtime.errors import DtreproError
 
 WIDTH = 80  # a terminal's default
 CELL = 24  # the widest a value's column grows

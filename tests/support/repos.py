@@ -6,9 +6,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from dtrepro.commands import repo_env
+from dtrepro.pipeline.commands import repo_env
 
-ROOT = Path(__file__).resolve().parents[3]  # this checkout
+ROOT = Path(__file__).resolve().parents[2]  # this checkout
 IDENTITY = {"user.name": "dtrepro-test", "user.email": "test@localhost"}
 
 

@@ -23,9 +23,9 @@ from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrepro.commands import repo_env
-from dtrepro.errors import DtreproError
 from dtrepro.evaluation.eval_params import metric_key
+from dtrepro.pipeline.commands import repo_env
+from dtrepro.runtime.errors import DtreproError
 
 SCORE = "normalized_score"
 

@@ -32,9 +32,9 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from dtrepro.commands import dvc
-from dtrepro.errors import EXIT_INTERRUPTED, DtreproError, interrupted_line
 from dtrepro.params import PARAMS_FILE, RUN_VALUES, check_run_values, flatten, load_yaml, merge, read_yaml, run_values
+from dtrepro.pipeline.commands import dvc
+from dtrepro.runtime.errors import EXIT_INTERRUPTED, DtreproError, interrupted_line
 
 PROFILES_DIR = "profiles"
 DEFAULT = "default"
@@ -247,7 +247,7 @@ def run(
     """Run named run `name` as the DVC experiment `name`; return dvc's exit code. `dvc_args` go to `dvc exp run`,
     but for --pull: the remote's run entries and the objects they name are fetched first, checked
     (`remote.pull`), not by DVC's own pull, which checks nothing. With `capture`, its output is appended there too."""
-    from dtrepro import remote
+    from dtrepro.pipeline import remote
 
     wanted = resolve(root, name, assignments)
     validate(wanted)

@@ -22,11 +22,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from dtrepro import remote
-from dtrepro.cluster.spec import JobSpec, Worktree, task_index
-from dtrepro.commands import dvc, stages_ran, stages_restored
-from dtrepro.errors import DtreproError
+from dtrepro.pipeline import remote
 from dtrepro.params import flatten
+from dtrepro.pipeline.cluster.spec import JobSpec, Worktree, task_index
+from dtrepro.pipeline.commands import dvc, stages_ran, stages_restored
+from dtrepro.runtime.errors import DtreproError
 
 
 def _stages(output: str) -> dict[str, list[str]]:
@@ -106,7 +106,7 @@ def task(folder: Path, index: int | None = None) -> None:
 def finish(folder: Path) -> None:
     """The named run as submitted: refused where the workspace's params now make other values (an edit to
     params.yaml or a profile after submitting), which would run stages of values no task ran."""
-    from dtrepro.named_runs import resolve, run
+    from dtrepro.pipeline.named_runs import resolve, run
 
     spec, started, output = JobSpec.load(folder), time.time(), []
     root = Path(spec.root)

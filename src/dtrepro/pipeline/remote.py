@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 
-from dtrepro.errors import DtreproError, is_disk_full
 from dtrepro.params import read_yaml
+from dtrepro.runtime.errors import DtreproError, is_disk_full
 
 
 @dataclass

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from dtrepro.errors import DtreproError, raise_terminated
+from dtrepro.runtime.errors import DtreproError, raise_terminated
 
 
 def repo_env(root: Path, env: dict | None = None) -> dict[str, str]:
