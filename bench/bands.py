@@ -23,8 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from dtrepro.collect.collector import CollectParams, train_behaviour
+from dtrepro.collect.collector import train_behaviour
 from dtrepro.collect.workers import worker_map
+from dtrepro.params import CollectParams
 from dtrepro.pipeline.named_runs import resolve
 from dtrepro.registry.scores import normalized_score
 from dtrepro.runtime.errors import DtreproError

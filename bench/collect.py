@@ -19,8 +19,9 @@ import warnings
 from pathlib import Path
 
 from dtrepro.collect.ars import seeded_episode
-from dtrepro.collect.collector import CollectParams, Noisy, collect
+from dtrepro.collect.collector import Noisy, collect
 from dtrepro.collect.workers import worker_map
+from dtrepro.params import CollectParams
 from dtrepro.pipeline.named_runs import resolve
 from dtrepro.runtime.threads import blas_core, usable_cpus
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
-from dtrepro.data.repair import RepairParams, repair_file
+from dtrepro.data.repair import repair_file
+from dtrepro.params import RepairParams, TrainParams
 from dtrepro.pipeline.named_runs import resolve
-from dtrepro.training.loop import TrainParams
 
 from support.hopper import concatenate, hopper_dataset
 
@@ -38,7 +38,9 @@ def clean_hopper_file(folder: Path, rows: int) -> tuple[Path, D4RLData]:
 
 
 def preset_params(profile: str = "paper", **train) -> TrainParams:
-    """The `paper` named run's (or `profile`'s) model and train params, with some train values replaced."""
+    """The `paper` named run's (or `profile`'s) model and train params, with some train (or run: device,
+    log_every) values replaced."""
     values = resolve(ROOT, profile, [])
-    values["train"].update(device="cpu", **train)
+    values["run"].update({"device": "cpu", **{k: train.pop(k) for k in ("device", "log_every") if k in train}})
+    values["train"].update(**train)
     return TrainParams.from_params(values, HOPPER)

@@ -43,8 +43,7 @@ from dtrepro.agent.device import autocast_dtype, pick_device
 from dtrepro.agent.envbatch import EnvBatch
 from dtrepro.agent.episodes import env_threads, run_episodes
 from dtrepro.agent.policy import Policy, policy_from_checkpoint
-from dtrepro.evaluation.eval_params import EvalParams
-from dtrepro.study import Run
+from dtrepro.params import EvalParams, Run
 from dtrepro.training.loop import train
 
 from common import HOPPER, clean_hopper_file, preset_params

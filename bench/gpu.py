@@ -34,13 +34,12 @@ import torch
 
 from dtrepro.agent.device import autocast_dtype, pick_device
 from dtrepro.agent.policy import load_checkpoint, policy_from_checkpoint
-from dtrepro.collect.collector import CollectParams, collect_to_files
-from dtrepro.data.repair import RepairParams, repair_file
-from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.collect.collector import collect_to_files
+from dtrepro.data.repair import repair_file
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
+from dtrepro.params import CollectParams, EvalParams, RepairParams, Run, TrainParams
 from dtrepro.pipeline.named_runs import resolve
-from dtrepro.study import Run
-from dtrepro.training.loop import TrainParams, train
+from dtrepro.training.loop import train
 from evaluate import env_floor, timed_forward
 
 from common import ROOT

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dtrepro.data.boundaries import BoundaryRules, find_boundaries
+from dtrepro.data.boundaries import find_boundaries
 from dtrepro.data.d4rl import write_d4rl
-from dtrepro.data.repair import RepairParams, repair_file
+from dtrepro.data.repair import repair_file
+from dtrepro.params import BoundaryRules, RepairParams
 
 from common import HOPPER, ROOT, hopper_like
 

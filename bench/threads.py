@@ -67,7 +67,7 @@ def settings(name: str) -> dict[str, str]:
 
 def child(preset: str, steps: int, data: Path, out: Path) -> None:
     """Train `steps` steps of `preset` and print the median ms/step of the log's windows after the first."""
-    from dtrepro.study import Run
+    from dtrepro.params import Run
     from dtrepro.training.loop import train
 
     params = preset_params(preset, steps=steps, log_every=10, eval_every=10**9, checkpoint_every=10**9)

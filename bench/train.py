@@ -39,7 +39,7 @@ import dtrepro.agent.dropout
 from dtrepro.agent.device import autocast_dtype, cpu_has_native_bf16
 from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, action_loss
 from dtrepro.data.d4rl import read_d4rl
-from dtrepro.study import Run
+from dtrepro.params import Run
 from dtrepro.training.loop import train
 from dtrepro.training.sampler import Trajectories, WindowSampler
 

@@ -14,9 +14,9 @@ setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch loa
 
 import argparse
 
-from dtrepro.evaluation.eval_params import EvalParams, metric_key
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
-from dtrepro.params import add_dataset_argument, add_params_argument
+from dtrepro.evaluation.results import metric_key
+from dtrepro.params import EvalParams, add_dataset_argument, add_params_argument
 
 
 def main(argv=None):

@@ -11,8 +11,8 @@ setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch loa
 
 import argparse
 
-from dtrepro.data.repair import RepairParams, repair_file
-from dtrepro.params import add_dataset_argument, add_params_argument
+from dtrepro.data.repair import repair_file
+from dtrepro.params import RepairParams, add_dataset_argument, add_params_argument
 
 
 def main(argv=None):

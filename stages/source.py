@@ -18,10 +18,10 @@ setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch loa
 
 import argparse
 
-from dtrepro.collect.collector import CollectParams, collect_to_files
-from dtrepro.data.download import DownloadParams, download_to_files
+from dtrepro.collect.collector import collect_to_files
+from dtrepro.data.download import download_to_files
 from dtrepro.data.minari_import import export_file, minari_id, minari_to_files
-from dtrepro.params import add_dataset_argument, add_params_argument
+from dtrepro.params import CollectParams, DownloadParams, add_dataset_argument, add_params_argument
 from dtrepro.registry.datasets import env_id, lookup
 from dtrepro.runtime.atomic import outputs_together
 

@@ -16,9 +16,8 @@ setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch loa
 
 import argparse
 
-from dtrepro.params import add_params_argument, load_yaml
+from dtrepro.params import StudyParams, add_params_argument, check_params, load_yaml
 from dtrepro.runtime.atomic import atomic_output
-from dtrepro.study import StudyParams, check_params
 
 
 def main(argv=None):

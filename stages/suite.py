@@ -16,10 +16,8 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from dtrepro.evaluation.eval_params import EvalParams
-from dtrepro.params import add_params_argument
+from dtrepro.params import EvalParams, StudyParams, add_params_argument
 from dtrepro.reporting.suite import SuitePaths, write_suite
-from dtrepro.study import StudyParams
 
 
 def main(argv=None):

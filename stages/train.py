@@ -18,10 +18,9 @@ setup()  # threads, BLAS kernels and Ctrl-C handling, before numpy and torch loa
 import argparse
 from pathlib import Path
 
-from dtrepro.params import add_params_argument
+from dtrepro.params import Run, TrainParams, add_params_argument, add_run_arguments
 from dtrepro.pipeline.closure import code_sha256
-from dtrepro.study import Run, add_run_arguments
-from dtrepro.training.loop import TrainParams, train
+from dtrepro.training.loop import train
 
 
 def main(argv=None):

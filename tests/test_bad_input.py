@@ -196,11 +196,11 @@ def test_a_stage_refuses_to_run_another_checkout_s_code(repo_copy):
     cmd = [sys.executable, "stages/study.py", "--stamp", "reports/study.ok"]
     env = {"PYTHONPATH": str(ROOT / "src")}
     assert run(cmd, repo_copy, env=env).returncode == 0  # the copy's files are this checkout's
-    with open(repo_copy / "src/dtrepro/study.py", "a") as f:
+    with open(repo_copy / "src/dtrepro/params.py", "a") as f:
         f.write("# edited in the clone\n")
     proc = run(cmd, repo_copy, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "whose src/dtrepro/study.py differs: DVC would record one code and run another" in one_line(proc.stderr)
+    assert "whose src/dtrepro/params.py differs: DVC would record one code and run another" in one_line(proc.stderr)
     assert run(cmd, repo_copy).returncode == 0  # with its own src/ first, as every command of the project runs it
 
 
@@ -216,8 +216,7 @@ def test_a_stage_refuses_to_run_another_checkout_s_code(repo_copy):
         ("study.seeds=[18446744073709551616]", "study.seeds.0 is 18446744073709551616 (int)"),
         ("collect.seed=-1", "collect.seed is -1 (int): input should be greater than or equal to 0"),
         ("data.url=/data/hopper.hdf5", "downloads 0 D4RL datasets (none: data.url applies to D4RL names only)"),
-        ("train.device=gpu", "train.device is 'gpu' (str): a device must be auto, cpu, cuda or cuda:N"),  # torch's
-        ("eval.device=tpu", "eval.device is 'tpu' (str): a device must be"),  # traceback in the stage before
+        ("run.device=gpu", "run.device is 'gpu' (str): a device must be auto, cpu, cuda or cuda:N"),  # torch's
         ("eval.env_id=Hopper-v99", "eval.env_id is 'Hopper-v99' (str): an env id must be one of Hopper-v4,"),
         ("train.env_id=Hopper-v3", "train.env_id is 'Hopper-v3' (str)"),  # gymnasium's mujoco-py env
         ("collect.env_id=Ant-v4", "collect.env_id is 'Ant-v4' (str)"),
@@ -236,10 +235,9 @@ def test_a_value_that_would_give_a_silently_wrong_result_is_refused(assignment, 
 
 def test_a_section_no_stage_reads_is_refused_and_every_section_is_read():
     """A typo'd section (`trian:`) was ignored: the run used train's old values without a word."""
-    from dtrepro.params import Params
+    from dtrepro.params import SECTIONS, Params
     from dtrepro.pipeline.named_runs import resolve, validate
     from dtrepro.runtime.errors import DtreproError
-    from dtrepro.study import SECTIONS
 
     def subclasses(cls):
         return {c for s in cls.__subclasses__() for c in (s, *subclasses(s))}

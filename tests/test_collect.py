@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from dtrepro.collect.ars import LinearPolicy
-from dtrepro.collect.collector import CollectParams, collect, collect_to_files, train_behaviour
+from dtrepro.collect.collector import collect, collect_to_files, train_behaviour
 from dtrepro.data.d4rl import read_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
-from dtrepro.data.repair import RepairParams, repair_file
+from dtrepro.data.repair import repair_file
+from dtrepro.params import CollectParams, RepairParams
 from dtrepro.registry.scores import normalized_score
 from dtrepro.runtime.errors import DtreproError
 from dtrepro.runtime.threads import blas_core, cpu_model, usable_cpus

@@ -61,4 +61,4 @@ def test_a_gpu_index_the_machine_lacks_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(DtreproError, match="'cuda:7', but this machine has 2 GPU"):
-        pick_device("cuda:7", "train.device")
+        pick_device("cuda:7", "run.device")

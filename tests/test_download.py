@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from dtrepro.data.d4rl import write_d4rl
-from dtrepro.data.download import DownloadParams, download, part_source
+from dtrepro.data.download import download, part_source
+from dtrepro.params import DownloadParams
 from dtrepro.registry.datasets import dataset_file
 from dtrepro.runtime.errors import DtreproError
 

@@ -18,9 +18,10 @@ from dtrepro.agent.envs import make_env
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.model import DecisionTransformer, ModelConfig
 from dtrepro.agent.policy import Policy
-from dtrepro.evaluation.eval_params import EPISODE_FIELDS, EvalParams
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
+from dtrepro.evaluation.results import EPISODE_FIELDS
 from dtrepro.evaluation.stats import bootstrap_ci
+from dtrepro.params import EvalParams
 from dtrepro.registry.scores import normalized_score, reference_scores, return_for_score
 from dtrepro.runtime.errors import DtreproError
 

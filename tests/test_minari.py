@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from dtrepro.collect.collector import CollectParams, collect_to_files
+from dtrepro.collect.collector import collect_to_files
 from dtrepro.data.d4rl import read_d4rl
-from dtrepro.data.download import DownloadParams
 from dtrepro.data.flags import episode_ends
 from dtrepro.data.minari_import import MINARI_PATH_VAR, export_file, load, minari_id, to_d4rl
+from dtrepro.params import CollectParams, DownloadParams
 from dtrepro.runtime.errors import DtreproError
 
 from helpers import copy_repo, one_line, params, run

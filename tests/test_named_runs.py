@@ -170,5 +170,5 @@ def test_list_says_what_each_named_run_is_and_its_time_and_show_diff_only_what_i
     assert all(re.fullmatch(r"[a-z-]+: .+; time: .+", line) for line in lines), lines
     assert any(line.startswith("smoke: the whole pipeline") and "measured" in line for line in lines)
     changed = changes(ROOT, "smoke", ["eval.seed=7"])
-    assert changed["eval.episodes"] == 3 and changed["eval.seed"] == 7 and "eval.device" not in changed
+    assert changed["eval.episodes"] == 3 and changed["eval.seed"] == 7 and "run.device" not in changed
     assert changes(ROOT, "default", []) == {}

@@ -12,7 +12,8 @@ import pytest
 from dtrepro.collect.rollout import rollout
 from dtrepro.data.boundaries import find_boundaries, split_long_episodes
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, read_d4rl
-from dtrepro.data.repair import RepairParams, repair_dataset, repair_file
+from dtrepro.data.repair import repair_dataset, repair_file
+from dtrepro.params import RepairParams
 from dtrepro.runtime.errors import DtreproError
 
 from helpers import HOPPER, params

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dtrepro.agent.checkpoint import CHECKPOINTS
-from dtrepro.evaluation.eval_params import EvalParams
+from dtrepro.params import EvalParams
 from dtrepro.reporting.report import check_evaluation, check_scored, provenance_line
 from dtrepro.runtime.errors import DtreproError
 

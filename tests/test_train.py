@@ -18,10 +18,10 @@ from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.model import DecisionTransformer, ModelConfig
 from dtrepro.agent.policy import policy_from_checkpoint
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
-from dtrepro.data.repair import RepairParams, repair_file
+from dtrepro.data.repair import repair_file
+from dtrepro.params import RepairParams, Run, TrainParams
 from dtrepro.runtime.errors import DtreproError
-from dtrepro.study import Run
-from dtrepro.training.loop import LOG_FIELDS, LR_FLOOR, TrainParams, lr_factor, train
+from dtrepro.training.loop import LOG_FIELDS, LR_FLOOR, lr_factor, train
 from dtrepro.training.resume import fingerprint, resume_path
 from dtrepro.training.sampler import WindowSampler
 
@@ -35,12 +35,11 @@ TINY_TRAIN = {
     "steps": 40,
     "amp": False,
     "compile": False,
-    "log_every": 5,
     "checkpoint_every": 10,
     "eval_every": 20,
     "eval_episodes": 1,
-    "device": "cpu",
 }
+TINY_RUN = {"device": "cpu", "log_every": 5}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,8 @@ def clean_file(hopper_file, tmp_path_factory):
 
 
 def write_params(path, **train):
-    path.write_text(yaml.safe_dump(params(model=TINY_MODEL, train={**TINY_TRAIN, **train})))
+    run = {**TINY_RUN, **{k: train.pop(k) for k in ("log_every",) if k in train}}
+    path.write_text(yaml.safe_dump(params(run=run, model=TINY_MODEL, train={**TINY_TRAIN, **train})))
     return path
 
 
@@ -236,7 +236,7 @@ def test_a_run_beside_a_busy_process_writes_the_bytes_of_one_alone(clean_file, t
 
 def test_another_code_fingerprint_starts_afresh(clean_file, tmp_path, monkeypatch):
     """A resume state is used only by the code that wrote it: an edit to the training code never keeps old weights."""
-    chosen = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": 10}), HOPPER)
+    chosen = TrainParams.from_params(params(run=TINY_RUN, model=TINY_MODEL, train={**TINY_TRAIN, "steps": 10}), HOPPER)
     paths = (clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json")
     first = train(chosen, Run(5, 0), *paths, code_sha256="before", dataset=HOPPER)
     state = torch.load(resume_path(tmp_path / "m"), weights_only=True)
@@ -253,7 +253,7 @@ def test_another_code_fingerprint_starts_afresh(clean_file, tmp_path, monkeypatc
 def test_lr_warms_up_then_stays_or_decays_by_a_cosine_to_the_floor():
     steps, warmup = 100, 10
     constant = TrainParams.from_params(
-        params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": steps, "warmup_steps": warmup}), HOPPER
+        params(run=TINY_RUN, model=TINY_MODEL, train={**TINY_TRAIN, "steps": steps, "warmup_steps": warmup}), HOPPER
     )
     cosine = constant.model_copy(update={"lr_decay": "cosine"})
     for chosen in (constant, cosine):
@@ -291,17 +291,17 @@ def test_changed_params_do_not_resume_an_old_checkpoint(clean_file, tmp_path):
     assert again.returncode == 0 and "starting afresh" in again.stdout
 
 
-def test_log_every_and_device_do_not_change_the_fingerprint():
-    base = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN), HOPPER)
+def test_the_run_section_does_not_change_the_fingerprint():
+    base = TrainParams.from_params(params(run=TINY_RUN, model=TINY_MODEL, train=TINY_TRAIN), HOPPER)
     other = TrainParams.from_params(
-        params(model=TINY_MODEL, train={**TINY_TRAIN, "log_every": 7, "device": "auto"}), HOPPER
+        params(run={"log_every": 7, "device": "auto"}, model=TINY_MODEL, train=TINY_TRAIN), HOPPER
     )
 
     def key(chosen, run="k5-seed0", data="sha", code="code"):
         return fingerprint(chosen.shaping, run, data, code)
 
     assert key(base) == key(other)
-    changed = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "lr": 0.5}), HOPPER)
+    changed = TrainParams.from_params(params(run=TINY_RUN, model=TINY_MODEL, train={**TINY_TRAIN, "lr": 0.5}), HOPPER)
     assert len({key(base), key(changed), key(base, run="k5-seed1"), key(base, data="x"), key(base, code="y")}) == 5
 
 
@@ -414,12 +414,12 @@ def test_bf16_autocast_and_compile_on_cpu(clean_file, tmp_path):
 def test_bad_params_get_a_clear_error(model, train, message):
     with pytest.raises(DtreproError, match=message):
         TrainParams.from_params(
-            {"model": {**TINY_MODEL, **model}, "train": {**params()["train"], **TINY_TRAIN, **train}}
+            {"model": {**TINY_MODEL, **model}, "train": {**params()["train"], **TINY_TRAIN, **train}, "run": TINY_RUN}
         )
 
 
 def test_a_context_longer_than_every_episode_is_refused(clean_file, tmp_path):
-    chosen = TrainParams.from_params(params(model=TINY_MODEL, train=TINY_TRAIN), HOPPER)
+    chosen = TrainParams.from_params(params(run=TINY_RUN, model=TINY_MODEL, train=TINY_TRAIN), HOPPER)
     with pytest.raises(DtreproError, match="longer than every episode"):
         train(
             chosen, Run(5000, 0), clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json", dataset=HOPPER
@@ -432,7 +432,7 @@ def test_a_d4rl_file_carrying_reference_scores_is_still_normalised_with_d4rls(cl
     data = read_d4rl(clean_file)
     forged = tmp_path / "forged.hdf5"
     write_d4rl(forged, D4RLData(data.arrays, {**data.metadata, "ref_min_score": 0.0, "ref_max_score": 100.0}))
-    chosen = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": 5}), HOPPER)
+    chosen = TrainParams.from_params(params(run=TINY_RUN, model=TINY_MODEL, train={**TINY_TRAIN, "steps": 5}), HOPPER)
     metrics = train(
         chosen, Run(5, 0), forged, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json", dataset=HOPPER
     )
@@ -443,7 +443,7 @@ def test_a_d4rl_file_carrying_reference_scores_is_still_normalised_with_d4rls(cl
 
 def test_the_training_metrics_name_what_the_bytes_depend_on(clean_file, tmp_path):
     """Device, processor and thread count: a float32 CPU training's bytes depend on the last (docs/pipeline.md)."""
-    chosen = TrainParams.from_params(params(model=TINY_MODEL, train={**TINY_TRAIN, "steps": 5}), HOPPER)
+    chosen = TrainParams.from_params(params(run=TINY_RUN, model=TINY_MODEL, train={**TINY_TRAIN, "steps": 5}), HOPPER)
     metrics = train(
         chosen, Run(5, 0), clean_file, tmp_path / "m", tmp_path / "log.tsv", tmp_path / "m.json", dataset=HOPPER
     )

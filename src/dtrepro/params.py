@@ -1,10 +1,11 @@
-"""params.yaml: each section as a validated, typed object, and overlays on top of the file.
+"""The schema of params.yaml: every section as a validated, typed class, each key beside its type and bounds.
 
-Every section is read through a `Params` subclass that names its keys with their
-types and ranges. Values are checked strictly and in one place: "3" is not 3, true
-is not 1, "3600" is not a list of targets, and a key the class does not know (a
-typo) is an error. Defaults live in params.yaml alone: a missing key or section is
-an error, never a silent preset.
+One `Params` subclass per section (in params.yaml's order: data, collect, repair, study, model, train,
+eval, run) names its keys with their types and ranges. Values are checked strictly and in one place: "3"
+is not 3, true is not 1, "3600" is not a list of targets, and a key the class does not know (a typo) is
+an error. Defaults live in params.yaml alone: a missing key or section is an error, never a silent
+preset. A null key that stands for a fact of the dataset (its env, dt, reset height...) is filled in from
+registry/datasets.py's FACTS, and the stage records the value it used.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ import copy
 import json
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML, YAMLError
 
-from dtrepro.registry.datasets import ENV_IDS, ENV_VERSIONS, FACTS, lookup
+from dtrepro.registry.datasets import COLLECTED, ENV_IDS, ENV_VERSIONS, FACTS, DatasetFile, dataset_file, lookup
 from dtrepro.runtime.errors import DtreproError
 
 PARAMS_FILE = "params.yaml"
 Seed = Annotated[int, Field(ge=0, lt=2**31)]  # a seed every library takes (gymnasium's resets, numpy, torch)
+MAX_EPISODES = 1000  # evaluation episodes per checkpoint and target
+MAX_TARGET = 1e5  # the largest return asked for: above every locomotion env's best (HalfCheetah's ~12,000)
 
 
 def _known_env(value: str | None) -> str | None:
@@ -149,6 +154,281 @@ class Params(BaseModel):
             )
         known = lookup(dataset)
         return self.model_copy(update={k: FACTS[k](known.name, version) for k in missing})
+
+
+class DownloadParams(Params):
+    """`data`: how the datasets of study.datasets are got (the source stage; D4RL's by download)."""
+
+    section = "data"
+    dataset: str  # the name in study.datasets (not in the section: the stage's --dataset)
+    env_version: Literal[ENV_VERSIONS]  # the gymnasium env version to train and evaluate on (v4: closest to D4RL's)
+    url: str | None  # overrides the URL of the one D4RL dataset studied: http(s)://, file:// or a local path
+    d4rl_server: bool  # try D4RL's own server first; false: only the mirrors (a machine with no internet)
+    minari_remote: bool  # a Minari id not in the local Minari folder is downloaded through Minari's remote
+    mirrors: list[str]  # base URLs or folders holding D4RL's files under D4RL's own paths, tried in order
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None  # the one D4RL dataset studied must have it
+    check_sha256: bool  # false: accept a file whose size or hash differs from the published (a copy you changed)
+    retries: Annotated[int, Field(ge=1)]  # attempts in a row without progress before giving up
+    timeout_s: Annotated[float, Field(gt=0)]  # connect / read time-out of one attempt
+    give_up_after_s: Annotated[float, Field(gt=0)]  # stop retrying after this long without receiving a byte
+    deadline_s: Annotated[float, Field(gt=0)]  # the whole download must finish within this
+
+    @property
+    def file(self) -> DatasetFile:
+        return dataset_file(self.dataset)
+
+    @property
+    def sources(self) -> list[str]:
+        """Where to fetch from, in order: data.url if set, else D4RL's own URL (unless data.d4rl_server is
+        false), then each mirror's copy."""
+        if self.url:
+            return [self.url]
+        path = self.file.path
+        return [self.file.url] * self.d4rl_server + [
+            f"{m.rstrip('/')}/{path}" if urllib.parse.urlparse(m).scheme else str(Path(m) / path) for m in self.mirrors
+        ]
+
+    @property
+    def expected(self) -> tuple[int | None, str | None]:
+        """(size, SHA-256) the file must have: data.sha256 if set, else the dataset's published ones."""
+        if not self.check_sha256:
+            return None, None
+        if self.sha256:
+            return None, self.sha256.lower()
+        return self.file.bytes, self.file.sha256
+
+
+class CollectParams(Params):
+    """`collect`: how a dataset named collected-<env>-<kind> is made, as D4RL made that kind (collect/)."""
+
+    section = "collect"
+    dataset: str  # the name in study.datasets, collected-<env>-<kind> (not in the section: the stage's --dataset)
+    env_id: EnvId  # null: the dataset's env
+    seed: Seed
+    steps: Annotated[int, Field(ge=1)]  # transitions to roll out per policy (D4RL's medium sets hold 1,000,000)
+    layout: Literal["v2", "v0"]  # v2: with timeouts and infos/qpos, qvel, action_log_probs; v0: without
+    band_low: Annotated[float, Field(ge=0)]  # the behaviour policy: the first whose D4RL-normalised score
+    band_high: float  # lies in [band_low, band_high] ("medium": about a third of expert)
+    expert_band_low: float  # the expert policy (kinds expert, medium-expert): the first whose score lies in
+    expert_band_high: float  # [expert_band_low, expert_band_high]
+    # the kind mixed: one policy per band [low, high], the first ARS meets in it, in any order
+    mixed_bands: list[Annotated[list[float], Field(min_length=2, max_length=2)]]
+    max_steps: Annotated[int, Field(ge=1)]  # env steps of training allowed before giving up with an error
+    restart_steps: Annotated[int, Field(ge=1)]  # env steps one ARS run may take before a fresh one starts
+    max_spread: Annotated[float, Field(gt=0)]  # a band's policy: std of its evaluation scores at most this
+    eval_episodes: Annotated[int, Field(ge=1)]  # seeded episodes that score the policy after every iteration
+    action_noise: Annotated[float, Field(gt=0)]  # std of the Gaussian exploration noise of the rollouts
+    max_episode_steps: Annotated[int, Field(ge=1)]
+    directions: Annotated[int, Field(ge=1)]  # ARS: random directions per iteration
+    top: Annotated[int, Field(ge=1)]  # ARS: best directions used in the update
+    step_size: Annotated[float, Field(gt=0)]  # ARS: learning rate
+    exploration: Annotated[float, Field(gt=0)]  # ARS: std of the parameter perturbations
+    reward_shift: float | None  # ARS: subtracted from each training reward (null: the env's alive bonus)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if lookup(self.dataset).source != "collect":
+            raise ValueError(f"{self.dataset!r} is not a dataset made here ({COLLECTED}-<env>-<kind>)")
+        for low, high in (("band_low", "band_high"), ("expert_band_low", "expert_band_high")):
+            if getattr(self, high) <= getattr(self, low):
+                raise ValueError(f"{low}={getattr(self, low)} and {high}={getattr(self, high)} do not make a band")
+        if self.kind == "mixed" and not self.mixed_bands:
+            raise ValueError("mixed_bands is empty: the kind mixed needs at least one score band")
+        for low, high in self.mixed_bands:
+            if high <= low:
+                raise ValueError(f"mixed_bands: [{low}, {high}] is not a band (the first bound must be the lower)")
+        if self.top > self.directions:
+            raise ValueError(f"top={self.top} must be at most directions={self.directions}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return lookup(self.dataset).kind
+
+
+class BoundaryRules(Params):
+    """`repair`'s physical facts about the env the data came from: where episodes end (data/boundaries.py).
+    null: the dataset's env's (registry/datasets.py's FAMILIES)."""
+
+    section = "repair"
+    max_episode_steps: Annotated[int, Field(ge=1)]  # the envs' time limit: an episode has at most this many rows
+    dt: Annotated[float, Field(gt=0)] | None  # seconds per env step (Hopper: frame_skip 4 x 0.002)
+    reset_height: float | None  # torso height of a reset state (Hopper 1.25)
+    reset_noise: Annotated[float, Field(ge=0)] | None  # every other coordinate and velocity within this of zero
+    continuity_tolerance: Annotated[float, Field(ge=0)] | None  # a position jump beyond the velocities: a break
+    velocity_clip: Annotated[float, Field(gt=0)]  # observations clip velocities here; clipped ones are not used
+
+
+class RepairParams(BoundaryRules):
+    """`repair`: the boundary rules and the checks of values (the repair stage)."""
+
+    action_low: float
+    action_high: float
+    action_tolerance: Annotated[float, Field(ge=0)]  # actions this far outside the bounds are clipped; further: error
+    max_abs_observation: Annotated[float, Field(gt=0)]  # refuse states beyond this (damaged data)
+    max_abs_reward: Annotated[float, Field(gt=0)]  # refuse per-step rewards beyond this
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model of the study; its files carry `name`, k<K>-seed<S>."""
+
+    context_len: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"k{self.context_len}-seed{self.seed}"
+
+
+class StudyParams(Params):
+    """`study`: one model per (dataset, context length, seed); the first context length is the headline's."""
+
+    section = "study"
+    datasets: Annotated[list[str], Field(min_length=1)]  # D4RL names, collected-<env>-<kind>, or Minari ids
+    context_lens: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]  # K: timesteps per window
+    seeds: Annotated[list[Seed], Field(min_length=1)]  # training seeds
+
+    @model_validator(mode="after")
+    def _no_repeats(self):
+        for key in ("datasets", "context_lens", "seeds"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a value twice: {values}")
+        for name in self.datasets:
+            try:
+                lookup(name)
+            except DtreproError as err:
+                raise ValueError(str(err)) from None
+        return self
+
+    @property
+    def runs(self) -> list[Run]:
+        return [Run(k, s) for k in self.context_lens for s in self.seeds]
+
+
+class ModelParams(Params):
+    """`model`: the Decision Transformer's size (agent/model.py)."""
+
+    section = "model"
+    embed_dim: Annotated[int, Field(ge=1)]
+    layers: Annotated[int, Field(ge=1)]
+    heads: Annotated[int, Field(ge=1)]  # embed_dim must be a multiple
+    dropout: Annotated[float, Field(ge=0, lt=1)]  # embeddings, attention weights and residuals, as GPT's
+
+    @model_validator(mode="after")
+    def _heads_divide_embed_dim(self):
+        if self.embed_dim % self.heads:
+            raise ValueError(f"embed_dim={self.embed_dim} must be a multiple of heads={self.heads}")
+        return self
+
+
+class RunParams(Params):
+    """`run`: how stages run, which changes no result (no stage lists it in its params): retrains nothing."""
+
+    section = "run"
+    device: DeviceName  # auto: CUDA when present, else the CPU (training and evaluation)
+    log_every: Annotated[int, Field(ge=1)]  # training steps between the log's rows
+
+
+class TrainParams(Params):
+    """`train`: the optimisation (training/loop.py), with the `model` and `run` sections inside."""
+
+    section = "train"
+    model: ModelParams
+    run: RunParams
+    batch_size: Annotated[int, Field(ge=1)]  # global: split over the processes under torchrun
+    lr: Annotated[float, Field(gt=0)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    warmup_steps: Annotated[int, Field(ge=0)]  # linear warm-up of the learning rate
+    lr_decay: Literal["none", "cosine"]  # after warm-up: constant, or a cosine down to 10% of lr at the last step
+    ema_decay: Annotated[float, Field(ge=0, lt=1)]  # 0: checkpoints hold the step's weights; else their running average
+    steps: Annotated[int, Field(ge=1)]
+    grad_clip: Annotated[float, Field(gt=0)]
+    return_scale: Annotated[float, Field(gt=0)]  # returns-to-go are divided by this
+    amp: bool | Literal["auto"]  # auto: bf16 autocast on GPUs and CPUs with native bf16, else float32
+    compile: bool  # torch.compile the model
+    checkpoint_every: Annotated[int, Field(ge=1)]  # steps between resume states
+    eval_every: Annotated[int, Field(ge=1)]  # steps between the evaluations that choose best.pt
+    eval_episodes: Annotated[int, Field(ge=1)]  # episodes of those evaluations
+    eval_target: float | None  # their target return (null: the DT paper's high one for the env)
+    env_id: EnvId  # null: the dataset's env at data.env_version
+
+    @classmethod
+    def from_params(cls, params=PARAMS_FILE, dataset=None, **context) -> Self:
+        sections = {"model": ModelParams.from_params(params), "run": RunParams.from_params(params)}
+        return super().from_params(params, dataset, **sections, **context)
+
+    @property
+    def shaping(self) -> dict:
+        """The values that shape what is learnt (all but `run`): the resume fingerprint's params."""
+        return self.model_dump(exclude={"run"})
+
+
+class EvalParams(Params):
+    """`eval`: the evaluate stage (every model's last.pt and best.pt), and the report's statistics."""
+
+    section = "eval"
+    run: RunParams
+    env_id: EnvId  # null: the dataset's env at data.env_version
+    episodes: Annotated[int, Field(ge=1, le=MAX_EPISODES)]  # per checkpoint and target
+    seed: Seed  # episode i is reset with seed + i
+    targets: Annotated[list[float], Field(min_length=1)] | None  # returns asked for; null: the env's DT paper ones
+    max_steps: Annotated[int, Field(ge=1)]  # the envs' time limit
+    amp: bool | Literal["auto"]  # as train.amp, in the forward
+    bootstrap_resamples: Annotated[int, Field(ge=100, le=100_000)]  # for the 95% CIs; memory: resamples x episodes
+
+    @classmethod
+    def from_params(cls, params=PARAMS_FILE, dataset=None, **context) -> Self:
+        return super().from_params(params, dataset, run=RunParams.from_params(params), **context)
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct_targets(cls, targets: list[float] | None) -> list[float] | None:
+        """Each target a return the envs can give, with a metrics key of its own (`{target:g}`)."""
+        for t in targets or ():
+            if not abs(t) <= MAX_TARGET:
+                raise ValueError(f"a target must be a return within ±{MAX_TARGET:g}, not {t:g}")
+        if len({f"{t:g}" for t in targets or ()}) < len(targets or ()):
+            raise ValueError(
+                "targets must differ, each with a metrics key of its own (a repeated target would pool the same "
+                "episodes twice; targets closer than six significant digits share a key)"
+            )
+        return targets
+
+    @property
+    def episode_seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.episodes))
+
+
+SECTIONS = ("data", "collect", "repair", "study", "model", "train", "eval", "run")  # params.yaml's, one class each
+
+
+def check_params(study: StudyParams, params: Mapping) -> None:
+    """What no one section can check: every section is one the stages read (a typo such as `trian:` would
+    be ignored), and data.url and data.sha256, which stand for one D4RL file, have one D4RL dataset to apply to."""
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise DtreproError(
+            f"params.yaml has the section '{unknown[0]}', which no stage reads (a typo?); its values would be ignored. "
+            f"The sections are: {', '.join(SECTIONS)}."
+        )
+    downloads = [name for name in study.datasets if lookup(name).source == "download"]
+    for key in ("url", "sha256"):
+        if (params.get("data") or {}).get(key) and len(downloads) != 1:
+            raise DtreproError(
+                f"data.{key} is set, but study.datasets downloads {len(downloads)} D4RL datasets "
+                f"({', '.join(downloads) or 'none: data.url applies to D4RL names only'}) and data.{key} stands "
+                f"for one file. Study one D4RL dataset with data.{key}, or set data.{key}: null (and give the folder "
+                f"of several in data.mirrors)."
+            )
+
+
+def add_run_arguments(parser) -> None:
+    """`--dataset`, `--context-len` and `--seed`: which run of the study a stage script works on."""
+    add_dataset_argument(parser)
+    parser.add_argument("--context-len", type=int, required=True, help="the run's K, timesteps per window")
+    parser.add_argument("--seed", type=int, required=True, help="the run's training seed")
 
 
 def merge(base: dict, overlay: dict, where: str = "") -> dict:

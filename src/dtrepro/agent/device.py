@@ -11,7 +11,7 @@ from dtrepro.runtime.errors import DtreproError
 from dtrepro.runtime.threads import cpu_flags
 
 
-def pick_device(name: str, param: str = "train.device") -> torch.device:
+def pick_device(name: str, param: str = "run.device") -> torch.device:
     """`auto` is CUDA when present, else the CPU; asking for CUDA where there is none is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -14,30 +14,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from dtrepro.agent.dropout import Dropout, attention
-from dtrepro.params import Params
+from dtrepro.params import ModelParams
 from dtrepro.registry.datasets import TIME_LIMIT
 
 MAX_TIMESTEP = TIME_LIMIT  # timestep embeddings: one per step of the longest episode
-
-
-class ModelParams(Params):
-    """The `model` section of params.yaml: the network's size."""
-
-    section = "model"
-    embed_dim: Annotated[int, Field(ge=1)]
-    layers: Annotated[int, Field(ge=1)]
-    heads: Annotated[int, Field(ge=1)]
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-
-    @model_validator(mode="after")
-    def _heads_divide_embed_dim(self):
-        if self.embed_dim % self.heads:
-            raise ValueError(f"embed_dim={self.embed_dim} must be a multiple of heads={self.heads}")
-        return self
 
 
 class ModelConfig(ModelParams):

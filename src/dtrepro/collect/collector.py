@@ -28,10 +28,9 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Annotated, Callable, Literal
+from typing import Callable
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from dtrepro import __version__
 from dtrepro.agent.envs import make_env
@@ -42,8 +41,7 @@ from dtrepro.collect.workers import worker_map
 from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import D4RLData, as_v0_layout, write_d4rl
 from dtrepro.data.flags import episode_ends, episode_stats
-from dtrepro.params import EnvId, Params, Seed
-from dtrepro.registry.datasets import COLLECTED, lookup
+from dtrepro.params import CollectParams
 from dtrepro.registry.scores import normalized_score, return_for_score
 from dtrepro.runtime.atomic import atomic_output, write_json
 from dtrepro.runtime.errors import DtreproError
@@ -53,63 +51,16 @@ from dtrepro.runtime.threads import unpinned_kernels, usable_cpus
 ARS_NAME = "ARS (linear policy, observation normalisation, top-b directions)"
 
 
-class CollectParams(Params):
-    """The `collect` section of params.yaml."""
-
-    section = "collect"
-    dataset: str  # the name in study.datasets, collected-<env>-<kind> (not in the section: the stage's --dataset)
-    env_id: EnvId  # null: the dataset's env
-    seed: Seed
-    steps: Annotated[int, Field(ge=1)]
-    layout: Literal["v2", "v0"]
-    band_low: Annotated[float, Field(ge=0)]
-    band_high: float
-    expert_band_low: float
-    expert_band_high: float
-    # kind mixed: score bands [low, high], each policy the first in its band
-    mixed_bands: list[Annotated[list[float], Field(min_length=2, max_length=2)]]
-    max_steps: Annotated[int, Field(ge=1)]
-    restart_steps: Annotated[int, Field(ge=1)]  # env steps one ARS run may take before a fresh one starts
-    max_spread: Annotated[float, Field(gt=0)]  # a band's policy: std of its evaluation scores at most this
-    eval_episodes: Annotated[int, Field(ge=1)]
-    action_noise: Annotated[float, Field(gt=0)]  # the rollouts are stochastic
-    max_episode_steps: Annotated[int, Field(ge=1)]
-    directions: Annotated[int, Field(ge=1)]
-    top: Annotated[int, Field(ge=1)]
-    step_size: Annotated[float, Field(gt=0)]
-    exploration: Annotated[float, Field(gt=0)]
-    reward_shift: float | None  # null: the env's alive bonus
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if lookup(self.dataset).source != "collect":
-            raise ValueError(f"{self.dataset!r} is not a dataset made here ({COLLECTED}-<env>-<kind>)")
-        for low, high in (("band_low", "band_high"), ("expert_band_low", "expert_band_high")):
-            if getattr(self, high) <= getattr(self, low):
-                raise ValueError(f"{low}={getattr(self, low)} and {high}={getattr(self, high)} do not make a band")
-        if self.kind == "mixed" and not self.mixed_bands:
-            raise ValueError("mixed_bands is empty: the kind mixed needs at least one score band")
-        for low, high in self.mixed_bands:
-            if high <= low:
-                raise ValueError(f"mixed_bands: [{low}, {high}] is not a band (the first bound must be the lower)")
-        if self.top > self.directions:
-            raise ValueError(f"top={self.top} must be at most directions={self.directions}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return lookup(self.dataset).kind
-
-    @property
-    def ars(self) -> ARSConfig:
-        return ARSConfig(
-            directions=self.directions,
-            top=self.top,
-            step_size=self.step_size,
-            noise=self.exploration,
-            reward_shift=self.reward_shift,
-            max_episode_steps=self.max_episode_steps,
-        )
+def ars_config(params: CollectParams) -> ARSConfig:
+    """ARS's settings from the collect section."""
+    return ARSConfig(
+        directions=params.directions,
+        top=params.top,
+        step_size=params.step_size,
+        noise=params.exploration,
+        reward_shift=params.reward_shift,
+        max_episode_steps=params.max_episode_steps,
+    )
 
 
 @dataclass
@@ -143,7 +94,7 @@ def train_behaviour(
     closest: list[tuple[float, float] | None] = [None] * len(bands)  # per band: the nearest (score, spread) met
     bar = progress(total=params.max_steps, desc="behaviour policy (ARS)", unit="step", unit_scale=True)
     best, iteration, spent, run = -np.inf, 0, 0, 0  # spent: env steps of the earlier runs
-    ars = ARS(env, params.ars, params.seed, map_)
+    ars = ARS(env, ars_config(params), params.seed, map_)
     with bar:
         while True:
             returns = ars.evaluate(params.eval_episodes, eval_seed)
@@ -165,7 +116,7 @@ def train_behaviour(
                 raise DtreproError(ran_out(params, bands, found, closest, iteration, best, run + 1))
             if ars.env_steps >= params.restart_steps:
                 spent, run = spent + ars.env_steps, run + 1
-                ars = ARS(env, params.ars, [params.seed, run], map_)
+                ars = ARS(env, ars_config(params), [params.seed, run], map_)
                 if record is not None:
                     record.clear()
                 continue

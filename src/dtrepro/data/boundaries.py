@@ -24,27 +24,12 @@ Everything is vectorised over rows; a million rows take well under a second.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
 import numpy as np
-from pydantic import Field
 
-from dtrepro.params import Params
+from dtrepro.params import BoundaryRules
 
 METHODS = ("terminal_flag", "timeout_flag", "next_observations", "reset_state", "time_limit", "file_end")
-
-
-class BoundaryRules(Params):
-    """Physical facts about the env the data came from (the keys of params.yaml's `repair` section that say
-    where episodes end)."""
-
-    section = "repair"
-    max_episode_steps: Annotated[int, Field(ge=1)]
-    dt: Annotated[float, Field(gt=0)] | None
-    reset_height: float | None  # null (these three): data.dataset's env's, from datasets.py
-    reset_noise: Annotated[float, Field(ge=0)] | None
-    continuity_tolerance: Annotated[float, Field(ge=0)] | None
-    velocity_clip: Annotated[float, Field(gt=0)]
 
 
 @dataclass

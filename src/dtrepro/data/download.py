@@ -19,17 +19,14 @@ import re
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Annotated, Literal
 
 import requests
 import urllib3
-from pydantic import Field
 from tqdm import tqdm
 
 from dtrepro.data.checksum import file_sha256, write_sidecar
 from dtrepro.data.d4rl import check_d4rl_file, require_regular_file
-from dtrepro.params import Params
-from dtrepro.registry.datasets import ENV_VERSIONS, DatasetFile, dataset_file
+from dtrepro.params import DownloadParams
 from dtrepro.runtime.atomic import write_json
 from dtrepro.runtime.errors import DtreproError, is_disk_full
 from dtrepro.runtime.progress import progress
@@ -40,48 +37,6 @@ OFFLINE_ADVICE = (
     "data.url to its local path (or a file:// URL), put it in a folder under D4RL's own path and add the "
     "folder to data.mirrors, or study a dataset made here offline (collected-<env>-<kind>, as `make demo` does)."
 )
-
-
-class DownloadParams(Params):
-    """The `data` section of params.yaml."""
-
-    section = "data"
-    dataset: str  # the name in study.datasets (not in the section: the stage's --dataset)
-    env_version: Literal[ENV_VERSIONS]  # read by the stages after this one (registry/datasets.py)
-    url: str | None
-    d4rl_server: bool
-    minari_remote: bool
-    mirrors: list[str]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None
-    check_sha256: bool
-    retries: Annotated[int, Field(ge=1)]
-    timeout_s: Annotated[float, Field(gt=0)]
-    give_up_after_s: Annotated[float, Field(gt=0)]
-    deadline_s: Annotated[float, Field(gt=0)]
-
-    @property
-    def file(self) -> DatasetFile:
-        return dataset_file(self.dataset)
-
-    @property
-    def sources(self) -> list[str]:
-        """Where to fetch from, in order: data.url if set, else D4RL's own URL (unless data.d4rl_server is
-        false), then each mirror's copy."""
-        if self.url:
-            return [self.url]
-        path = self.file.path
-        return [self.file.url] * self.d4rl_server + [
-            f"{m.rstrip('/')}/{path}" if urllib.parse.urlparse(m).scheme else str(Path(m) / path) for m in self.mirrors
-        ]
-
-    @property
-    def expected(self) -> tuple[int | None, str | None]:
-        """(size, SHA-256) the file must have: data.sha256 if set, else the dataset's published ones."""
-        if not self.check_sha256:
-            return None, None
-        if self.sha256:
-            return None, self.sha256.lower()
-        return self.file.bytes, self.file.sha256
 
 
 class _Retry(Exception):

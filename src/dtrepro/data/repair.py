@@ -9,28 +9,17 @@ are clipped, and the report counts every row changed and why.
 from __future__ import annotations
 
 import os
-from typing import Annotated
 
 import numpy as np
-from pydantic import Field
 
 from dtrepro import __version__
-from dtrepro.data.boundaries import METHODS, BoundaryRules, find_boundaries
+from dtrepro.data.boundaries import METHODS, find_boundaries
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import D4RLData, read_d4rl, write_d4rl
 from dtrepro.data.flags import episode_stats
+from dtrepro.params import RepairParams
 from dtrepro.runtime.atomic import atomic_output, write_json
 from dtrepro.runtime.errors import DtreproError
-
-
-class RepairParams(BoundaryRules):
-    """The `repair` section of params.yaml."""
-
-    action_low: float
-    action_high: float
-    action_tolerance: Annotated[float, Field(ge=0)]
-    max_abs_observation: Annotated[float, Field(gt=0)]
-    max_abs_reward: Annotated[float, Field(gt=0)]
 
 
 def check_magnitudes(data: D4RLData, params: RepairParams, path: str | os.PathLike) -> None:
@@ -96,6 +85,7 @@ def repair_dataset(raw: D4RLData, params: RepairParams, path: str | os.PathLike 
     ends = found.ends
     trailing = found.method[-1] == METHODS.index("file_end")
     report = {
+        **{f"rules.{k}": getattr(params, k) for k in ("dt", "reset_height", "reset_noise", "continuity_tolerance")},
         "rows": n,
         "episodes": len(ends),
         "layout": "v1+" if raw.has_timeouts else "v0 (no timeouts)",

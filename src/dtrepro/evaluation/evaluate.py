@@ -20,8 +20,9 @@ from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.agent.device import autocast_dtype, pick_device
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.policy import policy_from_checkpoint
-from dtrepro.evaluation.eval_params import EPISODE_FIELDS, EvalParams, metric_key
+from dtrepro.evaluation.results import EPISODE_FIELDS, metric_key
 from dtrepro.evaluation.stats import score_summary
+from dtrepro.params import EvalParams
 from dtrepro.registry.datasets import family
 from dtrepro.registry.scores import normalized_score, reference_scores
 from dtrepro.runtime.atomic import atomic_output, write_json
@@ -58,7 +59,7 @@ def evaluate_checkpoints(
     dataset: str,
 ) -> dict:
     """Evaluate `last.pt` and `best.pt` at every target; write per-episode rows (CSV) and flat metrics (JSON)."""
-    device = pick_device(params.device, "eval.device")
+    device = pick_device(params.run.device)
     seeds = params.episode_seeds * len(params.targets)
     targets = np.repeat(params.targets, params.episodes)
     metrics = {"env_id": params.env_id, "episodes": params.episodes, "seed": params.seed}

@@ -215,13 +215,16 @@ def workspace_lock(root: Path, name: str):
 
 def validate(params: dict) -> None:
     """Check every section the stages read, so that a bad value stops the run before anything runs."""
-    from dtrepro.collect.collector import CollectParams
-    from dtrepro.data.download import DownloadParams
-    from dtrepro.data.repair import RepairParams
-    from dtrepro.evaluation.eval_params import EvalParams
+    from dtrepro.params import (
+        CollectParams,
+        DownloadParams,
+        EvalParams,
+        RepairParams,
+        StudyParams,
+        TrainParams,
+        check_params,
+    )
     from dtrepro.registry.datasets import lookup
-    from dtrepro.study import StudyParams, check_params
-    from dtrepro.training.loop import TrainParams
 
     study = StudyParams.from_params(params)
     check_params(study, params)

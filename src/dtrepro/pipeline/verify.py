@@ -23,7 +23,7 @@ from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrepro.evaluation.eval_params import metric_key
+from dtrepro.evaluation.results import metric_key
 from dtrepro.pipeline.commands import repo_env
 from dtrepro.runtime.errors import DtreproError
 

@@ -20,15 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from dtrepro.agent.checkpoint import CHECKPOINTS
-from dtrepro.evaluation.eval_params import EvalParams, metric_key
+from dtrepro.evaluation.results import metric_key
 from dtrepro.evaluation.stats import bootstrap_ci, difference_ci, seed_test
-from dtrepro.params import read_yaml
+from dtrepro.params import EvalParams, Run, StudyParams, read_yaml
 from dtrepro.registry.datasets import published
 from dtrepro.registry.scores import D4RL, label, normalized_score, reference_scores
 from dtrepro.reporting import findings, plots
 from dtrepro.runtime.atomic import atomic_output, write_json
 from dtrepro.runtime.errors import DtreproError
-from dtrepro.study import Run, StudyParams
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,13 @@ import numpy as np
 import scipy.stats
 
 from dtrepro.agent.checkpoint import CHECKPOINTS
-from dtrepro.evaluation.eval_params import EvalParams
 from dtrepro.evaluation.stats import bootstrap_ci
+from dtrepro.params import EvalParams, Run, StudyParams
 from dtrepro.registry.datasets import PUBLISHED, PUBLISHED_SOURCES, published_text
 from dtrepro.registry.scores import D4RL, label
 from dtrepro.reporting import plots
 from dtrepro.reporting.report import episodes_at, read_episodes, references
 from dtrepro.runtime.atomic import atomic_output, write_json
-from dtrepro.study import Run, StudyParams
 
 CONFIDENCE = 0.95
 PROFILE_POINTS = (25.0, 50.0, 75.0, 100.0)  # the thresholds the table prints (the plot has them all)

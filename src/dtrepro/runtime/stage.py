@@ -117,10 +117,10 @@ def check_own_package() -> None:
     differ = [p for p in sorted(own.rglob("*.py")) if not _same(p, running / p.relative_to(own))]
     if differ:
         raise DtreproError(
-            f"{sys.argv[0]} belongs to the repository with the code {own.parent}, but this Python imports dtrepro from "
-            f"{running.parent}, whose {differ[0].relative_to(own.parents[1])} differs: DVC would record one code and run "
-            f"another. Run with PYTHONPATH={own.parent} (as `dtrepro run` and the image do), or install this checkout "
-            f"(pip install -e .)."
+            f"{sys.argv[0]} belongs to the repository with the code {own.parent}, but this Python imports dtrepro "
+            f"from {running.parent}, whose {differ[0].relative_to(own.parents[1])} differs: DVC would record one code "
+            f"and run another. Run with PYTHONPATH={own.parent} (as `dtrepro run` and the image do), or install this "
+            f"checkout (pip install -e .)."
         )
 
 

@@ -20,27 +20,24 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Literal
 
 import torch
-from pydantic import Field
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dtrepro.agent.checkpoint import Checkpoint
 from dtrepro.agent.device import autocast_dtype, pick_device
 from dtrepro.agent.envs import make_env
 from dtrepro.agent.episodes import run_episodes
-from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, ModelParams, action_loss
+from dtrepro.agent.model import MAX_TIMESTEP, DecisionTransformer, ModelConfig, action_loss
 from dtrepro.agent.policy import Policy
 from dtrepro.data.checksum import file_sha256
 from dtrepro.data.d4rl import read_d4rl, require_regular_file
-from dtrepro.params import PARAMS_FILE, DeviceName, EnvId, Params
+from dtrepro.params import Run, TrainParams
 from dtrepro.registry.scores import normalized_score, reference_scores
 from dtrepro.runtime.atomic import atomic_output, write_json
 from dtrepro.runtime.errors import DtreproError
 from dtrepro.runtime.progress import progress
 from dtrepro.runtime.threads import cpu_model
-from dtrepro.study import Run
 from dtrepro.training.ddp import Distributed
 from dtrepro.training.resume import ResumeState, fingerprint, resume_path
 from dtrepro.training.sampler import Trajectories, WindowSampler
@@ -49,42 +46,6 @@ LOG_FIELDS = ("step", "loss", "lr", "samples_per_s", "tokens_per_s", "eval_retur
 # the cosine decay ends at this share of train.lr: the floor of the DT paper's Atari trainer (minGPT's),
 # which clips its cosine there where this one is scaled to reach it at the last step
 LR_FLOOR = 0.1
-# train keys that do not change what is learnt: left out of the resume fingerprint and of dvc.yaml's params
-NOT_IN_RESULTS = ("device", "log_every")
-
-
-class TrainParams(Params):
-    """The `train` section of params.yaml, with the `model` section inside."""
-
-    section = "train"
-    model: ModelParams
-    batch_size: Annotated[int, Field(ge=1)]  # global: split over the processes under torchrun
-    lr: Annotated[float, Field(gt=0)]
-    weight_decay: Annotated[float, Field(ge=0)]
-    warmup_steps: Annotated[int, Field(ge=0)]
-    lr_decay: Literal["none", "cosine"]  # after warm-up: constant, or a cosine down to LR_FLOOR of lr at the last step
-    ema_decay: Annotated[float, Field(ge=0, lt=1)]  # 0: checkpoints hold the step's weights; else their running average
-    steps: Annotated[int, Field(ge=1)]
-    grad_clip: Annotated[float, Field(gt=0)]
-    return_scale: Annotated[float, Field(gt=0)]
-    amp: bool | Literal["auto"]  # auto: bf16 autocast on GPUs and CPUs with native bf16, else float32
-    compile: bool
-    device: DeviceName
-    log_every: Annotated[int, Field(ge=1)]
-    checkpoint_every: Annotated[int, Field(ge=1)]
-    eval_every: Annotated[int, Field(ge=1)]
-    eval_episodes: Annotated[int, Field(ge=1)]
-    eval_target: float | None  # null: the DT paper's high target for the dataset's env
-    env_id: EnvId  # null: data.dataset's env
-
-    @classmethod
-    def from_params(cls, params=PARAMS_FILE, dataset=None, **context) -> "TrainParams":
-        return super().from_params(params, dataset, model=ModelParams.from_params(params), **context)
-
-    @property
-    def shaping(self) -> dict:
-        """The values that shape what is learnt (all but NOT_IN_RESULTS): the resume fingerprint's params."""
-        return self.model_dump(exclude=set(NOT_IN_RESULTS))
 
 
 def check_data_fits_env(data: Trajectories, env_id: str, data_path) -> None:
@@ -230,7 +191,7 @@ class Meter:
         """Count one step; at a log step, the log row (the only sync with the device between evaluations)."""
         self.running += loss.detach()
         self.window_steps += 1
-        if step % self.params.log_every and step != self.params.steps:
+        if step % self.params.run.log_every and step != self.params.steps:
             return {}
         mean = (self.running / self.window_steps).item()
         if not math.isfinite(mean):
@@ -253,7 +214,7 @@ def train(
 
     `code_sha256` stands for the training code (the stage's import closure) in the resume fingerprint."""
     # -- the speed switches, all in one place ------------------------------------------------------------
-    ddp = Distributed.from_env(pick_device(params.device))  # cuda if present; under torchrun cuda:LOCAL_RANK
+    ddp = Distributed.from_env(pick_device(params.run.device))  # cuda if present; under torchrun cuda:LOCAL_RANK
     device = ddp.device
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
@@ -332,6 +293,8 @@ def write_outputs(parts: Parts, step: int, best, log: TrainLog, out_dir, metrics
     losses = [r["loss"] for r in log.rows if r.get("loss") is not None]
     rates = [r["samples_per_s"] for r in log.rows if r.get("samples_per_s") is not None]
     metrics = {
+        "env_id": params.env_id,  # the values the null keys stood for, as this run resolved them
+        "eval_target": params.eval_target,
         "steps": step,
         "final_loss": losses[-1] if losses else None,
         "best_step": chosen.get("step", step),

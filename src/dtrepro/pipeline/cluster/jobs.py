@@ -22,8 +22,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from dtrepro.pipeline import remote
 from dtrepro.params import flatten
+from dtrepro.pipeline import remote
 from dtrepro.pipeline.cluster.spec import JobSpec, Worktree, task_index
 from dtrepro.pipeline.commands import dvc, stages_ran, stages_restored
 from dtrepro.runtime.errors import DtreproError

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from dtrepro.params import PARAMS_FILE
+from dtrepro.params import PARAMS_FILE, StudyParams
 from dtrepro.pipeline.commands import dvc
 from dtrepro.runtime.errors import DtreproError
-from dtrepro.study import StudyParams
 
 JOBS_DIR = Path(".dvc") / "tmp" / "cluster"  # in the submitting workspace: git-ignored, on its filesystem
 INDEX_VARS = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")  # Slurm's array index; a Kubernetes Indexed Job's
