@@ -293,8 +293,8 @@ def write_outputs(parts: Parts, step: int, best, log: TrainLog, out_dir, metrics
     losses = [r["loss"] for r in log.rows if r.get("loss") is not None]
     rates = [r["samples_per_s"] for r in log.rows if r.get("samples_per_s") is not None]
     metrics = {
-        "env_id": params.env_id,  # the values the null keys stood for, as this run resolved them
-        "eval_target": params.eval_target,
+        "env_id": parts.params.env_id,  # the values the null keys stood for, as this run resolved them
+        "eval_target": parts.params.eval_target,
         "steps": step,
         "final_loss": losses[-1] if losses else None,
         "best_step": chosen.get("step", step),
