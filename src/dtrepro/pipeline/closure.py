@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]  # this package's repository: where dvc.yaml's deps are relative to
-DATA_SUFFIXES = (".tsv",)  # the package's data files, read by the module that names them
+DATA_SUFFIXES = (".tsv", ".j2")  # the package's data files (tables, templates), read by the module that names them
 PLUMBING = ("dtrepro.runtime", "dtrepro.pipeline")  # packages no stage's outputs depend on
 
 

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 import numpy as np
 
 from dtrepro.agent.checkpoint import CHECKPOINTS
@@ -182,121 +183,77 @@ def _ci(row: dict) -> str:
     return f"[{row['normalized_score_ci95_low']:.1f}, {row['normalized_score_ci95_high']:.1f}]"
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+MACROS = "tables.md.j2"  # the Markdown table macro every template imports (named here: a dep of their stages)
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
 
 
-def header(study: StudyParams, params: EvalParams) -> list[str]:
-    n_seeds, n_eps = len(study.seeds), params.episodes
-    return [
-        "# Decision Transformer ablations",
-        "",
-        f"{n_eps} episodes per model and target (episode seeds {params.seed}–{params.seed + n_eps - 1}), "
-        f"training seeds {list(study.seeds)}. Scores are normalised as D4RL does, 100 × (return − random) / (expert − "
-        f"random), with D4RL's reference returns unless a dataset's section says otherwise; mean ± std is across the "
-        f"{n_seeds} "
-        "training seeds (each seed's mean over its episodes): the spread of training. The 95% CI is a bootstrap "
-        "of that mean that resamples each seed's episodes: the episode-to-episode noise of these trained models. "
-        "`last.pt` is the final checkpoint, `best.pt` the best periodic evaluation during training (selected on "
-        "other episode seeds).",
-    ]
-
-
-CI_EPISODES = "95% CI (episodes)"  # a bootstrap over episodes, the seeds' models fixed (docs/statistics.md)
-
-
-def section(study: StudyParams, params: EvalParams, found: dict, name: str) -> list[str]:
-    """The markdown of one dataset's ablations: its findings in words, then the tables."""
+def section(study: StudyParams, params: EvalParams, found: dict, name: str) -> dict:
+    """What the template shows of one dataset: its findings in words, then its tables' rows, formatted."""
     same = {k: findings.same_checkpoints(found["per_seed"], k) for k in study.context_lens}
     shown = [c for c in CHECKPOINTS if c == "last" or not all(same.values())]  # best.pt rows only where they differ
-    lines = ["", f"## {name} ({params.env_id})", "", "### Findings", ""]
-    return lines + _findings(study, params, found, same) + _tables(study, params, found, name, shown)
-
-
-def _findings(study: StudyParams, params: EvalParams, found: dict, same: dict[int, bool]) -> list[str]:
     dataset, pick = found["data"], by_key(found["table"])
     k0, t0 = study.context_lens[0], params.targets[0]
-    ref_min, ref_max, _ = dataset["refs"]
-    lines = []
-    lines.append("- " + findings.conditioning([pick[(k0, "last", t)] for t in params.targets], (ref_min, ref_max)))
-    if "episode_return_mean" in dataset:
-        returns = [dataset["episode_return_mean"], dataset["episode_return_max"]]
-        data_mean, data_best = normalized_score(returns, params.env_id, (ref_min, ref_max))
-        lines.append("- " + findings.against_data(pick[(k0, "last", t0)], data_mean, data_best))
+    ref_min, ref_max, ref_source = dataset["refs"]
+    returns = [dataset.get("episode_return_mean"), dataset.get("episode_return_max")]
+    data_scores = normalized_score(returns, params.env_id, (ref_min, ref_max)) if returns[0] is not None else None
+    return {
+        "name": name,
+        "env_id": params.env_id,
+        "k0": k0,
+        "t0": f"{t0:g}",
+        "findings": _findings(study, params, found, same, data_scores),
+        "headline": [
+            [f"`{c}.pt`", _score(r), f"{r['normalized_score_std_episodes']:.1f}", _ci(r), f"{r['length_mean']:.0f}"]
+            for c in shown
+            for r in [pick[(k0, c, t0)]]
+        ],
+        "own_references": ref_source != D4RL and f"{ref_source}: random {ref_min:g}, expert {ref_max:g}",
+        "data_scores": data_scores is not None and [f"{x:.1f}" for x in data_scores],
+        "provenance": dataset["source"].get("sha256") and provenance_line(dataset["source"]),
+        "published": published(name),
+        "conditioning": [
+            [f"{t:g}", f"`{c}.pt`", f"{r['return_mean']:.0f} ± {r['return_std_seeds']:.0f}", _score(r), _ci(r)]
+            + [f"{r['length_mean']:.0f}"]
+            for c in shown
+            for t in params.targets
+            for r in [pick[(k0, c, t)]]
+        ],
+        "context": [
+            [k, f"`{c}.pt`", _score(r), _ci(r), f"{r['length_mean']:.0f}"]
+            for c in shown
+            for k in study.context_lens
+            for r in [pick[(k, c, t0)]]
+        ],
+        "per_seed": [
+            [p["context_len"], p["seed"], p["last_step"], f"{p['last_score']:.1f}", p["best_step"]]
+            + [f"{p['best_score']:.1f}"]
+            for p in found["per_seed"]
+        ],
+    }
+
+
+def _findings(study: StudyParams, params: EvalParams, found: dict, same: dict[int, bool], data_scores) -> list[str]:
+    pick, k0, t0 = by_key(found["table"]), study.context_lens[0], params.targets[0]
+    ref_min, ref_max, _ = found["data"]["refs"]
+    lines = [findings.conditioning([pick[(k0, "last", t)] for t in params.targets], (ref_min, ref_max))]
+    if data_scores is not None:
+        lines.append(findings.against_data(pick[(k0, "last", t0)], *data_scores))
     for k, (diff, low, high, p) in found["differences"].items():
-        lines.append("- " + findings.context(k0, k, diff, low, high, p, len(study.seeds)))
+        lines.append(findings.context(k0, k, diff, low, high, p, len(study.seeds)))
     if all(same.values()):
         lines.append(
-            "- `best.pt` is `last.pt` for every run (the last periodic evaluation was the best): the tables show "
+            "`best.pt` is `last.pt` for every run (the last periodic evaluation was the best): the tables show "
             "`last.pt` alone."
         )
     elif any(same.values()):
         ks = ", ".join(f"K={k}" for k, v in same.items() if v)
-        lines.append(f"- At {ks}, `best.pt` is `last.pt` for every seed (the last periodic evaluation was the best).")
-    return lines + ["", "(From `last.pt` at the headline K and target; the tables below hold every number.)"]
-
-
-def _tables(study: StudyParams, params: EvalParams, found: dict, name: str, shown: list[str]) -> list[str]:
-    per_seed, dataset, pick = found["per_seed"], found["data"], by_key(found["table"])
-    k0, t0 = study.context_lens[0], params.targets[0]
-    ref_min, ref_max, ref_source = dataset["refs"]
-    lines = ["", f"### Headline: K = {k0}, target {t0:g}", ""]
-    rows = [
-        [f"`{c}.pt`", _score(r), f"{r['normalized_score_std_episodes']:.1f}", _ci(r), f"{r['length_mean']:.0f}"]
-        for c in shown
-        for r in [pick[(k0, c, t0)]]
-    ]
-    lines += _table(["checkpoint", "score mean ± std (seeds)", "std (episodes)", CI_EPISODES, "mean length"], rows)
-    if ref_source != D4RL:
-        lines += [
-            "",
-            f"Scores are normalised with the dataset's own reference returns ({ref_source}: random {ref_min:g}, "
-            f"expert {ref_max:g}), not D4RL's.",
-        ]
-    if "episode_return_mean" in dataset:
-        returns = [dataset["episode_return_mean"], dataset["episode_return_max"]]
-        ds = normalized_score(returns, params.env_id, (ref_min, ref_max))
-        lines += ["", f"The dataset's episodes score {ds[0]:.1f} on average and {ds[1]:.1f} at best."]
-    if dataset["source"].get("sha256"):
-        lines += ["", provenance_line(dataset["source"])]
-    lines += ["", f"For reference, {published(name)}.", "", f"### Return conditioning (K = {k0})", ""]
-    rows = [
-        [f"{t:g}", f"`{c}.pt`", f"{r['return_mean']:.0f} ± {r['return_std_seeds']:.0f}", _score(r), _ci(r)]
-        + [f"{r['length_mean']:.0f}"]
-        for c in shown
-        for t in params.targets
-        for r in [pick[(k0, c, t)]]
-    ]
-    lines += _table(
-        ["requested target", "checkpoint", "achieved return", "score mean ± std", CI_EPISODES, "mean length"], rows
-    )
-    lines += ["", f"### Context length (target {t0:g})", ""]
-    rows = [
-        [f"{k}", f"`{c}.pt`", _score(r), _ci(r), f"{r['length_mean']:.0f}"]
-        for c in shown
-        for k in study.context_lens
-        for r in [pick[(k, c, t0)]]
-    ]
-    lines += _table(["K", "checkpoint", "score mean ± std", CI_EPISODES, "mean length"], rows)
-    lines += ["", f"### Per training seed (target {t0:g})", ""]
-    rows = [
-        [
-            p["context_len"],
-            p["seed"],
-            p["last_step"],
-            f"{p['last_score']:.1f}",
-            p["best_step"],
-            f"{p['best_score']:.1f}",
-        ]
-        for p in per_seed
-    ]
-    lines += _table(["K", "seed", "last.pt step", "last.pt score", "best.pt step", "best.pt score"], rows)
-    lines += [
-        "",
-        f"Plots: `results/plots/{name}/return_conditioning.png`, `results/plots/{name}/context_length.png`, "
-        f"`results/plots/{name}/learning_curves.png` (and `dvc plots show`).",
-    ]
+        lines.append(f"At {ks}, `best.pt` is `last.pt` for every seed (the last periodic evaluation was the best).")
     return lines
 
 
@@ -399,12 +356,12 @@ def write_report(study: StudyParams, params_of: dict[str, EvalParams], paths: Re
 
     `params_of` holds the eval section of each dataset of the study (its env and targets filled in).
     """
-    lines, metrics, return_rows, context_rows = [], {}, [], []
+    sections, metrics, return_rows, context_rows = [], {}, [], []
     for name in study.datasets:
         params = params_of[name]
         found = dataset_report(study, params, paths, name)
         table, per_seed = found["table"], found["per_seed"]
-        lines += section(study, params, found, name)
+        sections.append(section(study, params, found, name))
         metrics.update(flat_metrics(name, table, per_seed))
         metrics[f"{name}.references"] = found["data"]["refs"][2]  # what every score of the dataset is normalised with
         pick, k0, t0 = by_key(table), study.context_lens[0], params.targets[0]
@@ -429,6 +386,7 @@ def write_report(study: StudyParams, params_of: dict[str, EvalParams], paths: Re
         context_rows,
     )
     with atomic_output(paths.markdown) as tmp:
-        tmp.write_text("\n".join(header(study, params_of[study.datasets[0]]) + lines) + "\n")
+        first = params_of[study.datasets[0]]
+        tmp.write_text(TEMPLATES.get_template("ablations.md.j2").render(study=study, eval=first, datasets=sections))
     write_json(paths.metrics, metrics)
     return metrics

@@ -28,7 +28,7 @@ from dtrepro.params import EvalParams, Run, StudyParams
 from dtrepro.registry.datasets import PUBLISHED, PUBLISHED_SOURCES, published_text
 from dtrepro.registry.scores import D4RL, label
 from dtrepro.reporting import plots
-from dtrepro.reporting.report import episodes_at, read_episodes, references
+from dtrepro.reporting.report import TEMPLATES, episodes_at, read_episodes, references
 from dtrepro.runtime.atomic import atomic_output, write_json
 
 CONFIDENCE = 0.95
@@ -157,69 +157,41 @@ def _pm(row: dict, c: str) -> str:
 
 
 def markdown(study: StudyParams, tables: dict, n_episodes: int) -> str:
-    k0, n = study.context_lens[0], len(study.seeds)
-    sources = sorted({r["references"] for r in tables["rows"]})
-    scale = (
-        "D4RL-normalised scores"
-        if sources == [D4RL]
-        else "Normalised scores, each dataset's with the references its `references` column names (d4rl: D4RL's)"
-    )
-    lines = [
-        "# The Decision Transformer on D4RL: our runs beside the published ones",
-        "",
-        f"{scale} at K = {k0} and each env's headline target (the paper's high one), {n} training "
-        f"seeds x {n_episodes} episodes. Ours: mean ± std across seeds [95% bootstrap CI, resampling each seed's "
-        "episodes]. DT paper: Chen et al., 2021, Table 2 (3 seeds). CORL: Tarasov et al., 2022, README (4 seeds "
-        "x 100 episodes; the last and the best checkpoint).",
-        "",
-    ]
+    rows, means = tables["rows"], tables["published_mean"]
+    own = sorted({r["references"] for r in rows}) != [D4RL]  # some dataset normalised with its own references
     header = ["dataset", "target", *PUBLISHED_SOURCES.values(), "ours `last.pt`", "ours `best.pt`"]
-    body = [
-        [f"{r['dataset']}", f"{r['target']:g}", *reference_cells(r["dataset"]), _pm(r, "last"), _pm(r, "best")]
-        for r in tables["rows"]
+    scores = [
+        [r["dataset"], f"{r['target']:g}", *reference_cells(r["dataset"]), _pm(r, "last"), _pm(r, "best")]
+        + [r["references"]] * own
+        for r in rows
     ]
-    if sources != [D4RL]:
-        header.append("references")
-        body = [[*cells, r["references"]] for cells, r in zip(body, tables["rows"], strict=True)]
-    means = tables["published_mean"]
-    ours = [f"{np.mean([r[f'{c}_mean'] for r in tables['rows']]):.1f}" for c in CHECKPOINTS]
+    ours = [f"{np.mean([r[f'{c}_mean'] for r in rows]):.1f}" for c in CHECKPOINTS]
     refs = [f"{m:.1f}" if i == 0 else f"{m:.2f}" for i, m in enumerate(means)] if means else ["—"] * 3
-    n = len(tables["rows"])
-    body.append(
-        [f"average ({n} dataset{'s' if n > 1 else ''})", "", *refs, *ours] + ([""] if sources != [D4RL] else [])
+    scores.append([f"average ({len(rows)} dataset{'s' * (len(rows) > 1)})", "", *refs, *ours] + [""] * own)
+    aggregates = [
+        [f"`{c}.pt`", f"{a['mean']:.1f}", f"[{a['mean_ci95_low']:.1f}, {a['mean_ci95_high']:.1f}]", f"{a['iqm']:.1f}"]
+        + [f"[{a['iqm_ci95_low']:.1f}, {a['iqm_ci95_high']:.1f}]"]
+        for c in CHECKPOINTS
+        for a in [tables["aggregate"][c]]
+    ]
+    profile = [
+        [f"`{c}.pt`", *(f"{np.interp(t, p['tau'], p['fraction']):.2f}" for t in PROFILE_POINTS)]
+        for c in CHECKPOINTS
+        for p in [tables["profile"][c]]
+    ]
+    scale = "Normalised scores, each dataset's with the references its `references` column names (d4rl: D4RL's)"
+    return TEMPLATES.get_template("suite.md.j2").render(
+        scale=scale if own else "D4RL-normalised scores",
+        k0=study.context_lens[0],
+        seeds=len(study.seeds),
+        episodes=n_episodes,
+        header=header + ["references"] * own,
+        scores=scores,
+        runs=len(study.seeds) * len(rows),
+        aggregates=aggregates,
+        taus=[f"tau = {t:g}" for t in PROFILE_POINTS],
+        profile=profile,
     )
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    lines += [
-        "",
-        "## Aggregates over datasets (rliable's definitions)",
-        "",
-        f"Over all {len(study.seeds) * len(tables['rows'])} runs (datasets x seeds), each scored by its mean "
-        "episode. IQM: the mean of the middle 50% of run scores. CIs: 95% stratified bootstrap (each dataset's runs "
-        "resampled on their own), percentile method.",
-        "",
-        "| checkpoint | mean | 95% CI | IQM | 95% CI |",
-        "|---|---|---|---|---|",
-    ]
-    for c in CHECKPOINTS:
-        a = tables["aggregate"][c]
-        lines.append(
-            f"| `{c}.pt` | {a['mean']:.1f} | [{a['mean_ci95_low']:.1f}, {a['mean_ci95_high']:.1f}] | {a['iqm']:.1f} "
-            f"| [{a['iqm_ci95_low']:.1f}, {a['iqm_ci95_high']:.1f}] |"
-        )
-    lines += [
-        "",
-        "Performance profile (`results/suite-plots/performance_profile.png`): the fraction of runs scoring above tau.",
-        "",
-    ]
-    lines += ["| checkpoint | " + " | ".join(f"tau = {t:g}" for t in PROFILE_POINTS) + " |"]
-    lines += ["|---|" + "---|" * len(PROFILE_POINTS)]
-    for c in CHECKPOINTS:
-        p = tables["profile"][c]
-        cells = [f"{np.interp(t, p['tau'], p['fraction']):.2f}" for t in PROFILE_POINTS]
-        lines.append(f"| `{c}.pt` | " + " | ".join(cells) + " |")
-    lines += ["", "Plots: `results/suite-plots/scores.png`, `results/suite-plots/performance_profile.png`."]
-    return "\n".join(lines) + "\n"
 
 
 def flat_metrics(tables: dict) -> dict:
