@@ -198,6 +198,20 @@ def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def policy_stops(params: CollectParams) -> list[tuple[str, tuple[float, float]]]:
+    """The behaviour policies the kind needs, by name, each with the score band that stops ARS on it."""
+    medium = ("medium", (params.band_low, params.band_high))
+    expert = ("expert", (params.expert_band_low, params.expert_band_high))
+    return {
+        "random": [],
+        "medium": [medium],
+        "medium-replay": [medium],
+        "medium-expert": [medium, expert],
+        "expert": [expert],
+        "mixed": [(f"policy{i}", tuple(band)) for i, band in enumerate(params.mixed_bands, 1)],
+    }[params.kind]
+
+
 def collect(params: CollectParams, workers: int | None = None) -> tuple[D4RLData, dict[str, Behaviour], float]:
     """Make the dataset of `params.kind`; returns (dataset, the behaviour policies by name, rollout steps per s).
 
@@ -205,18 +219,7 @@ def collect(params: CollectParams, workers: int | None = None) -> tuple[D4RLData
     """
     if why := unpinned_kernels():
         warnings.warn(why, stacklevel=2)
-    kind = params.kind
-    medium = ("medium", (params.band_low, params.band_high))
-    expert = ("expert", (params.expert_band_low, params.expert_band_high))
-    mixed = [(f"policy{i}", tuple(band)) for i, band in enumerate(params.mixed_bands, 1)]
-    stops = {
-        "random": [],
-        "medium": [medium],
-        "medium-replay": [medium],
-        "medium-expert": [medium, expert],
-        "expert": [expert],
-        "mixed": mixed,
-    }[kind]
+    kind, stops = params.kind, policy_stops(params)
     replay: list[dict[str, np.ndarray]] = []
     bands = [band for _, band in stops]
     with worker_map(workers) as map_:

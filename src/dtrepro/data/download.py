@@ -148,23 +148,8 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float, de
                     f"(a login, error or moved-page notice). Open the URL in a browser to see why, "
                     f"then set data.url to the file's direct address. {OFFLINE_ADVICE}"
                 )
-            resumed = resp.status_code == 206
-            now = {key: resp.headers.get(header) for key, header in VALIDATORS.items()}
-            if resumed and any(owner.get(k) and now[k] and owner[k] != now[k] for k in VALIDATORS):
-                _discard(part)
-                raise _Retry("the file on the server changed since the partial download; starting over")
-            if not resumed:
-                part_source(part).write_text(json.dumps({"url": url, **now}) + "\n")
-            if resumed:
-                start = _range_start(resp.headers.get("Content-Range"))
-                if start != offset:
-                    part.unlink(missing_ok=True)
-                    raise _Retry(
-                        f"the server answered the request for bytes {offset}- with Content-Range "
-                        f"{resp.headers.get('Content-Range')!r}; discarded the partial file, starting over"
-                    )
-            elif offset:
-                offset = 0  # the server ignored the Range header and sent the whole file: start over
+            resumed = _resumes(resp, url, part, offset, owner)
+            offset = offset if resumed else 0  # a server that ignored the Range header sent the whole file
             length = resp.headers.get("Content-Length")
             total = offset + int(length) if length is not None else None
             with (
@@ -186,6 +171,25 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float, de
         raise _Retry(reason(err)) from None
     if total is not None and part.stat().st_size < total:
         raise _Retry(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def _resumes(resp: requests.Response, url: str, part: Path, offset: int, owner: dict) -> bool:
+    """Whether the answer continues `part` at `offset` (a 206 of the same file starting there); a 200 starts a new
+    part, recorded as `url`'s; a 206 of a changed file or from elsewhere discards the part (`_Retry`)."""
+    now = {key: resp.headers.get(header) for key, header in VALIDATORS.items()}
+    if resp.status_code != 206:
+        part_source(part).write_text(json.dumps({"url": url, **now}) + "\n")
+        return False
+    if any(owner.get(k) and now[k] and owner[k] != now[k] for k in VALIDATORS):
+        _discard(part)
+        raise _Retry("the file on the server changed since the partial download; starting over")
+    if _range_start(resp.headers.get("Content-Range")) != offset:
+        part.unlink(missing_ok=True)
+        raise _Retry(
+            f"the server answered the request for bytes {offset}- with Content-Range "
+            f"{resp.headers.get('Content-Range')!r}; discarded the partial file, starting over"
+        )
+    return True
 
 
 def reason(err: BaseException) -> str:
