@@ -119,6 +119,7 @@ QUIET = (
 )
 
 
+@pytest.mark.slow
 def test_a_named_run_prints_no_noise(smoke_done):
     """What `dtrepro run smoke` prints: DVC's stages and the stages' own lines, none of the noise of before."""
     noisy = [p for p in QUIET if re.search(p, smoke_done.output)]

@@ -202,23 +202,11 @@ def test_a_complete_run_writes_its_outputs_again_without_training(clean_file, tm
     assert all((out / name).read_bytes() == before[name] for name in OUTPUTS[:2])  # the same bytes
 
 
-def test_retraining_on_the_cpu_gives_byte_identical_checkpoints(clean_file, tmp_path):
+def test_retraining_gives_byte_identical_checkpoints_even_beside_a_busy_process(clean_file, tmp_path):
     """Nothing of the clock in a .pt file: the same params, data and seed, the same bytes (so DVC re-runs nothing
-    downstream of a model that came out the same). Fails if last.pt carried the log's throughput."""
+    downstream of a model that came out the same; fails if last.pt carried the log's throughput). And threads are
+    chosen once, from the CPUs the process may use, not from the load: a run beside a busy process is the same."""
     params_path = write_params(tmp_path / "params.yaml", steps=20)
-    outs = []
-    for name in ("a", "b"):
-        cmd, out = train_cmd(tmp_path, params_path, name, data=clean_file)
-        assert train_stage(cmd).returncode == 0
-        outs.append(out)
-    for name in OUTPUTS[:2]:
-        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
-
-
-def test_a_run_beside_a_busy_process_writes_the_bytes_of_one_alone(clean_file, tmp_path):
-    """Threads are chosen once, from the CPUs the process may use, not from the load: a training beside a process
-    that keeps a CPU busy writes the same checkpoints as one alone."""
-    params_path = write_params(tmp_path / "params.yaml", steps=20, batch_size=64)
     outs = []
     for name in ("alone", "beside"):
         cmd, out = train_cmd(tmp_path, params_path, name, data=clean_file)
