@@ -17,7 +17,7 @@ from dtrepro.agent.envbatch import EnvBatch
 from dtrepro.agent.envs import make_env
 from dtrepro.agent.episodes import run_episodes
 from dtrepro.agent.model import DecisionTransformer, ModelConfig
-from dtrepro.agent.policy import Policy
+from dtrepro.agent.policy import Policy, policy_from_checkpoint
 from dtrepro.evaluation.evaluate import evaluate_checkpoints
 from dtrepro.evaluation.results import EPISODE_FIELDS
 from dtrepro.evaluation.stats import bootstrap_ci
@@ -257,7 +257,8 @@ def eval_params(**values) -> EvalParams:
     ids=["bare-tensor", "list", "no-config", "wrong-sizes"],
 )
 def test_the_stage_refuses_a_file_that_loads_but_is_not_a_checkpoint(tmp_path, content, message):
-    """Files torch loads with weights_only but of another structure were a KeyError or a size-mismatch traceback."""
+    """Files torch loads with weights_only but of another structure were a KeyError or a size-mismatch traceback;
+    the stage (run once, for the last case) says so in one paragraph, exit 2, and writes nothing."""
     folder = tmp_path / "ckpt"
     for name in ("last", "best"):
         write_checkpoint(folder / f"{name}.pt", toy_policy(5), step=10)
@@ -265,21 +266,18 @@ def test_the_stage_refuses_a_file_that_loads_but_is_not_a_checkpoint(tmp_path, c
         content = torch.load(folder / "last.pt", weights_only=True)
         content["config"]["embed_dim"] *= 2  # the weights are the smaller network's
     torch.save(content, folder / "last.pt")
-    params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params(eval={"episodes": 1, "targets": [3600.0], "max_steps": 10})))
-    cmd = [sys.executable, "stages/evaluate.py", "--params", str(params_path), "--dataset", HOPPER]
-    cmd += [
-        "--checkpoints",
-        str(folder),
-        "--episodes-csv",
-        str(tmp_path / "e.csv"),
-        "--metrics",
-        str(tmp_path / "m.json"),
-    ]
-    proc = run(cmd, ROOT)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert message in " ".join(proc.stderr.split())
-    assert not (tmp_path / "e.csv").exists() and not (tmp_path / "m.json").exists()
+    with pytest.raises(DtreproError) as err:
+        policy_from_checkpoint(folder / "last.pt")
+    assert message in " ".join(str(err.value).split())
+    if isinstance(content, dict) and "config" in content:
+        params_path = tmp_path / "params.yaml"
+        params_path.write_text(yaml.safe_dump(params(eval={"episodes": 1, "targets": [3600.0], "max_steps": 10})))
+        cmd = [sys.executable, "stages/evaluate.py", "--params", str(params_path), "--dataset", HOPPER]
+        cmd += ["--checkpoints", str(folder), "--episodes-csv", str(tmp_path / "e.csv")]
+        proc = run(cmd + ["--metrics", str(tmp_path / "m.json")], ROOT)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert message in " ".join(proc.stderr.split())
+        assert not (tmp_path / "e.csv").exists() and not (tmp_path / "m.json").exists()
 
 
 FORGED_REFS = {"ref_min_score": 0.0, "ref_max_score": 100.0, "ref_scores_source": "minari"}

@@ -96,9 +96,16 @@ def train_stage(cmd, *prefix) -> subprocess.CompletedProcess:
     return run([sys.executable, *prefix, *cmd], ROOT, timeout=600)
 
 
+def train_here(clean_file, out, **train_values) -> None:
+    """The train stage's work in this process (what the stage script adds is tested by the tests that run it)."""
+    values = params(run=TINY_RUN, model=TINY_MODEL, train={**TINY_TRAIN, **train_values})
+    paths = (out / "models", out / "log.tsv", out / "train.json")
+    train(TrainParams.from_params(values, HOPPER), Run(5, 0), clean_file, *paths, dataset=HOPPER)
+
+
 def test_checkpoint_round_trip_gives_identical_actions(clean_file, tmp_path):
-    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml"), data=clean_file)
-    assert train_stage(cmd).returncode == 0
+    out = tmp_path / "run"
+    train_here(clean_file, out)
     policy, ckpt = policy_from_checkpoint(out / "models" / "last.pt")
     assert ckpt.step == 40 and ckpt.train_seed == 0 and ckpt.env_id == "Hopper-v4"
     assert set(torch.load(out / "models" / "last.pt", weights_only=True)) == {f.name for f in fields(Checkpoint)}
@@ -161,8 +168,7 @@ def test_an_averaged_run_saves_the_average_and_resumes_to_the_uninterrupted_one(
     """train.ema_decay: last.pt holds the running average of the weights, not the last step's, and a killed run
     resumes with that average whole (it fails if the resume state lost it)."""
     params_path = write_params(tmp_path / "params.yaml", ema_decay=0.9)
-    cmd, whole = train_cmd(tmp_path, params_path, "whole", data=clean_file)
-    assert train_stage(cmd).returncode == 0
+    train_here(clean_file, whole := tmp_path / "whole", ema_decay=0.9)
     state = torch.load(resume_path(whole / "models"), weights_only=True)
     last = weights(whole / "models" / "last.pt")
     assert all(torch.equal(last[k], state["ema"][f"module.{k}"]) for k in last)
@@ -250,8 +256,7 @@ def test_lr_warms_up_then_stays_or_decays_by_a_cosine_to_the_floor():
 
 
 def test_the_log_shows_the_decaying_rate_of_a_cosine_run(clean_file, tmp_path):
-    cmd, out = train_cmd(tmp_path, write_params(tmp_path / "params.yaml", lr_decay="cosine", lr=1e-3), data=clean_file)
-    assert train_stage(cmd).returncode == 0
+    train_here(clean_file, out := tmp_path / "run", lr_decay="cosine", lr=1e-3)
     logged = [float(r["lr"]) for r in log_rows(out / "log.tsv") if r["lr"]]
     assert logged[-1] == pytest.approx(1e-3 * LR_FLOOR) and all(np.diff(logged[1:]) < 0)
 
