@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from dtrepro.reporting.page import write_page  # noqa: E402
+from dtrepro.reporting.page import run_facts, write_page  # noqa: E402
 from dtrepro.reporting.report import literal, provenance_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def open_offline(page_file, scripts: list | None = None):
     return text, images, asked
 
 
-def write_results(folder, page):
+def write_results(folder, page, facts=()):
     """A report and a suite with their plots (three PNGs) under `folder`, and the page made of them."""
     report, suite = folder / "ablations.md", folder / "suite.md"
     report.write_text(f"# Ablations\n\n- {FINDING} (targets 400 / 3600)\n\n| K | score |\n|---|---|\n| 20 | 102.0 |\n")
@@ -65,7 +65,7 @@ def write_results(folder, page):
     for name in ("d/return_conditioning.png", "d/context_length.png"):
         _plot(folder / "plots" / name, [1, 3, 2])
     _plot(folder / "suite-plots" / "scores.png", [2, 1])
-    write_page(page, [("Ablations", report, folder / "plots"), ("Suite", suite, folder / "suite-plots")])
+    write_page(page, [("Ablations", report, folder / "plots"), ("Suite", suite, folder / "suite-plots")], facts)
 
 
 def test_the_results_page_opens_offline_with_every_image_and_the_findings(tmp_path):
@@ -111,6 +111,27 @@ def test_the_hostile_page_check_sees_a_script_that_runs(tmp_path):
     scripts = []
     open_offline(tmp_path / "index.html", scripts)
     assert "1" in scripts and "xss" in scripts and "window.pwned" in scripts
+
+
+def test_the_header_names_the_run_the_numbers_are_from(tmp_path, monkeypatch):
+    """The experiment, the commit, the date, each dataset by its SHA-256 and the params that define the run head the
+    page, each shown as text (an experiment named like markup runs nothing); each section has one heading."""
+    import yaml
+
+    monkeypatch.setenv("DVC_EXP_NAME", HOSTILE[0])
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123456789abcdef0123")
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "hopper-medium-v2.json").write_text('{"sha256": "5bdf1bc4aaaabbbbccccdddd"}')
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    facts = dict(run_facts(params, tmp_path / "sources", tmp_path))
+    assert facts["experiment"] == HOSTILE[0] and facts["commit"].startswith("0123456789ab")
+    assert facts["datasets"] == "hopper-medium-v2 (SHA-256 5bdf1bc4aaaabbbb…)"
+    assert facts["model"] == "embed 512, 4 layers, 8 heads" and facts["training"].startswith("2500 steps, batch 4096")
+    write_results(tmp_path, tmp_path / "index.html", list(facts.items()))
+    scripts = []
+    text, _, asked = open_offline(tmp_path / "index.html", scripts)
+    assert scripts == [] and asked == [] and HOSTILE[0] in text and "5bdf1bc4aaaabbbb" in text
+    assert text.count("Ablations") == 2  # the navigation's link and the report's own heading, no second heading
 
 
 def build_docs(root):

@@ -1,5 +1,6 @@
-"""The results as one self-contained HTML page: the report's and the suite's tables and findings, every PNG
-embedded, no network needed to open it (the offline view of a run; `dvc plots show` loads vega from a CDN).
+"""The results as one self-contained HTML page: which run the numbers are from, the report's and the suite's
+tables and findings, every PNG embedded, no network needed to open it (the offline view of a run; `dvc plots
+show` loads vega from a CDN).
 
 The Markdown is rendered without raw HTML (markdown-it's commonmark preset passes it through): a string that
 came from a data file, params or the environment shows as text, never as markup or script.
@@ -8,8 +9,13 @@ came from a data file, params or the environment shows as text, never as markup 
 from __future__ import annotations
 
 import base64
+import datetime
 import html
+import json
+import os
 import re
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from markdown_it import MarkdownIt
@@ -22,7 +28,10 @@ body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; 
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; } td, th { border: 1px solid #ccc; padding: 0.2rem 0.6rem; }
 th { background: #f3f3f3; } figure { display: inline-block; margin: 0.5rem; } img { max-width: 34rem; }
 figcaption { font-size: 0.85rem; color: #555; } nav a { margin-right: 1rem; }
+figure.wide { display: block; } figure.wide img { max-width: 100%; }
+table.run td:first-child { font-weight: 600; background: #f7f7f7; }
 """
+WIDE = ("learning_curves.png",)  # plots drawn across the page's width
 
 
 def _markdown(path: Path) -> str:
@@ -40,21 +49,49 @@ def _figures(folder: Path) -> str:
         data = base64.b64encode(png.read_bytes()).decode()
         caption = html.escape(png.relative_to(folder.parent).as_posix())
         img = f'<img src="data:image/png;base64,{data}" alt="{caption}">'
-        parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
+        wide = ' class="wide"' if png.name in WIDE else ""
+        parts.append(f"<figure{wide}>{img}<figcaption>{caption}</figcaption></figure>")
     return "\n".join(parts)
 
 
-def write_page(path: Path, sections: list[tuple[str, Path, Path]]) -> None:
-    """`sections`: (heading, a markdown file, a folder of PNGs) each, in order."""
+def _git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def run_facts(params: Mapping, sources: Path, root: Path = Path(".")) -> list[tuple[str, str]]:
+    """What the page's header says of the run its numbers are from: the experiment (DVC names it to the stages of
+    `dvc exp run`), the commit, when the page was made, each dataset by its SHA-256, and the params that define the
+    run."""
+    commit = os.environ.get("DVC_EXP_BASELINE_REV") or _git(root, "rev-parse", "HEAD")
+    changed = _git(root, "status", "--porcelain", "--untracked-files=no")
+    study, model, train, evals = (params.get(k) or {} for k in ("study", "model", "train", "eval"))
+    datasets = []
+    for name in study.get("datasets", []):
+        source = sources / f"{name}.json"
+        sha = json.loads(source.read_text()).get("sha256", "") if source.exists() else ""
+        datasets.append(f"{name} (SHA-256 {sha[:16]}…)" if sha else name)
+    targets = evals.get("targets") or "the env's DT paper targets"
+    return [
+        ("experiment", os.environ.get("DVC_EXP_NAME") or "the workspace (dvc repro)"),
+        ("commit", f"{commit[:12]}{' with uncommitted changes' * bool(changed)}" if commit else "not a git checkout"),
+        ("made", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("datasets", ", ".join(datasets)),
+        ("model", f"embed {model.get('embed_dim')}, {model.get('layers')} layers, {model.get('heads')} heads"),
+        ("training", f"{train.get('steps')} steps, batch {train.get('batch_size')}, lr {train.get('lr')}"),
+        ("study", f"K {study.get('context_lens')}, seeds {study.get('seeds')}"),
+        ("evaluation", f"targets {targets}, {evals.get('episodes')} episodes each"),
+    ]
+
+
+def write_page(path: Path, sections: list[tuple[str, Path, Path]], facts: list[tuple[str, str]] = ()) -> None:
+    """`sections`: (a name for the navigation, a markdown file, a folder of PNGs) each, in order, under a header
+    of `facts` (`run_facts`): the markdown's own first heading heads each section."""
     nav = " ".join(f'<a href="#s{i}">{html.escape(h)}</a>' for i, (h, _, _) in enumerate(sections))
-    body = [f"<nav>{nav}</nav>"]
-    for i, (heading, markdown, plots) in enumerate(sections):
-        body += [
-            f'<section id="s{i}"><h1>{html.escape(heading)}</h1>',
-            _markdown(markdown),
-            _figures(plots),
-            "</section>",
-        ]
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    body = [f"<nav>{nav}</nav>"] + ([f'<table class="run">{rows}</table>'] if facts else [])
+    for i, (_, markdown, plots) in enumerate(sections):
+        body += [f'<section id="s{i}">', _markdown(markdown), _figures(plots), "</section>"]
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>dtrepro results</title>'
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
