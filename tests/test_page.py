@@ -136,7 +136,7 @@ def test_the_header_names_the_run_the_numbers_are_from(tmp_path, monkeypatch):
 
 def build_docs(root):
     """mkdocs build --strict of this repository's site with `root` as the checkout; its Results page's path."""
-    for name in ("mkdocs.yml", "dvc.yaml", "README.md"):
+    for name in ("mkdocs.yml", "dvc.yaml", "README.md", "CHANGELOG.md"):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "docs", root / "docs")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}

@@ -77,3 +77,16 @@ def test_the_development_page_names_every_top_level_module():
     assert '--8<-- "README.md:layout"' in page
     modules = [p.name for p in (ROOT / "src/dtrepro").glob("*.py") if p.name != "__init__.py"]
     assert [m for m in modules if f"`{m}`" not in page] == []
+
+
+def test_every_figure_the_pages_show_is_a_png_here_and_every_named_run_states_its_time():
+    """The README leads with a figure: it (and any other page's) must be a committed PNG; each named run says how
+    long it takes on a CPU and a GPU, and whether that was measured or is expected."""
+    for page in PAGES:
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
+            image = (page.parent / target).resolve()
+            assert image.is_file() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (page.name, target)
+    for profile in sorted((ROOT / "profiles").glob("*.yaml")):
+        times = [line for line in profile.read_text().splitlines() if line.startswith("# time: ")]
+        assert len(times) == 1 and "CPU" in times[0] and "GPU" in times[0], profile.name
+        assert re.search(r"measured|expected|not measured", times[0]), profile.name
