@@ -105,5 +105,5 @@ def test_a_cancelled_task_is_named_and_resubmitting_runs_only_it(slurm, copy_don
         assert status(repo, f"task-{i}")["ran"] == [] and f"train@{RUNS[i]}" in status(repo, f"task-{i}")["restored"]
     assert set(status(repo, "prep")["ran"]) <= {"study"}
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert {lock[f"train@{r}"]["params"]["params.yaml"]["train.steps"] for r in RUNS} == {25}
+    assert {lock[f"train@{r}"]["params"]["params.yaml"]["train"]["steps"] for r in RUNS} == {25}
     assert "Data and pipelines are up to date." in run(["dvc", "status"], repo).stdout

@@ -70,7 +70,7 @@ def test_params_rewritten_during_a_named_run_stop_it_and_every_stage_records_wha
     assert "params.yaml changed while the named run 'smoke' was running: eval.episodes was 5 when it started" in text
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     for k, seed in ((5, 0), (5, 1), (1, 0), (1, 1)):
-        recorded = lock[f"evaluate@{D}-{k}-{seed}"]["params"]["params.yaml"]["eval.episodes"]
+        recorded = lock[f"evaluate@{D}-{k}-{seed}"]["params"]["params.yaml"]["eval"]["episodes"]
         assert recorded in (3, 5), (k, seed, recorded)  # the smoke run's, or this run's: never the rewritten 7
         episodes = repo / f"reports/eval/{D}/k{k}-seed{seed}.csv"
         # 2 checkpoints x 2 targets x the episodes its dvc.lock entry says

@@ -217,7 +217,7 @@ def test_two_named_runs_at_once_the_second_is_refused(copy_done):
     assert first.returncode == 0, out
     assert yaml.safe_load((repo / "params.yaml").read_text())["eval"]["seed"] == 3000
     lock_file = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert lock_file[f"evaluate@{D}-5-0"]["params"]["params.yaml"]["eval.seed"] == 3000
+    assert lock_file[f"evaluate@{D}-5-0"]["params"]["params.yaml"]["eval"]["seed"] == 3000
     assert up_to_date(repo)
 
 
