@@ -104,3 +104,34 @@ def test_an_evaluation_whose_parts_disagree_is_refused(tmp_path, case, expected)
     with pytest.raises(DtreproError, match="do not agree") as err:
         check_scored(made, EVAL, path, recorded)
     assert expected in str(err.value)
+
+
+def plot_row(k, checkpoint, target, score):
+    return {"context_len": k, "checkpoint": checkpoint, "target": target, "normalized_score_mean": score}
+
+
+def test_plots_keep_the_studys_k_order_and_draw_best_only_where_it_differs(tmp_path, monkeypatch):
+    """The bar chart leads with the headline K as the tables do; where best.pt is last.pt everywhere it draws one
+    bar a K and says so; the suite's legend names only what it draws (no published score for collected data)."""
+    import matplotlib.pyplot as plt
+
+    from dtrepro.reporting import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: (drawn.append(fig), plt.close(fig)))
+
+    def legend_and_ticks(fig):
+        ax = fig.axes[0]
+        return [t.get_text() for t in ax.get_legend().get_texts()], [t.get_text() for t in ax.get_xticklabels()]
+
+    same = [
+        {**plot_row(k, c, 3600, 50.0 + k), "normalized_score_std_seeds": 1.0} for k in (20, 1) for c in ("last", "best")
+    ]
+    plots.context_length(same, tmp_path / "a.png", "score")
+    assert legend_and_ticks(drawn[-1]) == (["last.pt (= best.pt)"], ["K=20", "K=1"])
+    differ = [{**r, "normalized_score_mean": r["normalized_score_mean"] + (r["checkpoint"] == "best")} for r in same]
+    plots.context_length(differ, tmp_path / "b.png", "score")
+    assert legend_and_ticks(drawn[-1])[0] == ["last.pt", "best.pt"]
+    row = {"dataset": "collected-hopper-medium", "last_mean": 3.0, "best_mean": 3.5, "last_std_seeds": 1.0}
+    plots.suite_scores([{**row, "best_std_seeds": 1.0}], tmp_path / "c.png", "score")
+    assert legend_and_ticks(drawn[-1])[0] == ["ours last.pt", "ours best.pt"]

@@ -28,6 +28,12 @@ def worker_map(workers: int | None = None) -> Iterator[Callable]:
         yield map
         return
     # forkserver: the workers do not inherit the parent's threads (tqdm's monitor, BLAS pools). Leaving the
-    # block, also on an error, Ctrl-C or SIGTERM, terminates the workers: none is left running.
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+    # block on an error, Ctrl-C or SIGTERM terminates the workers; at the end of the work they are closed and
+    # joined, which releases the pool's semaphores before the process exits (no "leaked semaphore" warning).
+    pool = multiprocessing.get_context("forkserver").Pool(workers)
+    try:
         yield pool.imap
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()

@@ -36,11 +36,22 @@ def learning_curves(logs: dict[str, list[dict]], path: str | os.PathLike, score_
     save(fig, path)
 
 
+def _checkpoints(table: list[dict]) -> tuple[str, ...]:
+    """The checkpoints worth drawing: best.pt only where some run's best is not its last (equal numbers)."""
+    score = {(r["context_len"], r["target"], r["checkpoint"]): r["normalized_score_mean"] for r in table}
+    same = all(score[(k, t, "best")] == v for (k, t, c), v in score.items() if c == "last")
+    return ("last",) if same else ("last", "best")
+
+
 def return_conditioning(table: list[dict], path: str | os.PathLike, data: dict | None = None) -> None:
-    """Achieved against requested return, per context length and checkpoint, with the across-seed spread; the
-    data's mean and best episode returns as reference lines (`data`: the repair report's episode statistics)."""
+    """Achieved against requested return, per context length (the study's order) and checkpoint, with the
+    across-seed spread; the data's mean and best episode returns as reference lines (`data`: the repair report's
+    episode statistics)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    shown = _checkpoints(table)
     for (k, ckpt), rows in _groups(table, ("context_len", "checkpoint")).items():
+        if ckpt not in shown:
+            continue
         rows = sorted(rows, key=lambda r: r["target"])
         ax.errorbar(
             [r["target"] for r in rows],
@@ -49,7 +60,7 @@ def return_conditioning(table: list[dict], path: str | os.PathLike, data: dict |
             marker="o",
             capsize=3,
             linestyle="-" if ckpt == "last" else "--",
-            label=f"K={k}, {ckpt}.pt",
+            label=f"K={k}, {ckpt}.pt" + (" (= best.pt)" if shown == ("last",) else ""),
         )
     top = max(r["target"] for r in table)
     ax.plot([0, top], [0, top], color="grey", linewidth=0.8, label="achieved = requested")
@@ -62,19 +73,21 @@ def return_conditioning(table: list[dict], path: str | os.PathLike, data: dict |
 
 
 def context_length(table: list[dict], path: str | os.PathLike, score_label: str) -> None:
-    """Normalised score per context length (at the headline target), last and best checkpoint side by side."""
+    """Normalised score per context length (at the headline target; the study's order, the headline K first),
+    last and best checkpoint side by side where they differ."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    ks = sorted({r["context_len"] for r in table})
-    for i, ckpt in enumerate(("last", "best")):
+    ks = list(dict.fromkeys(r["context_len"] for r in table))
+    shown = _checkpoints(table)
+    for i, ckpt in enumerate(shown):
         rows = {r["context_len"]: r for r in table if r["checkpoint"] == ckpt}
-        xs = [j + (i - 0.5) * 0.35 for j in range(len(ks))]
+        xs = [j + (i - (len(shown) - 1) / 2) * 0.35 for j in range(len(ks))]
         ax.bar(
             xs,
             [rows[k]["normalized_score_mean"] for k in ks],
             width=0.35,
             yerr=[rows[k]["normalized_score_std_seeds"] for k in ks],
             capsize=4,
-            label=f"{ckpt}.pt",
+            label=f"{ckpt}.pt" + (" (= best.pt)" if shown == ("last",) else ""),
         )
     ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
     ax.set(ylabel=score_label, title="context length (mean ± std across seeds)")
@@ -86,10 +99,11 @@ def suite_scores(rows: list[dict], path: str | os.PathLike, score_label: str) ->
     """Per dataset: the published scores and ours (last and best, mean ± std across seeds) side by side."""
     names = [r["dataset"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.5))
-    series = [
+    published = [
         (label, [PUBLISHED[n][i][0] if n in PUBLISHED else float("nan") for n in names], None)
         for i, label in enumerate(PUBLISHED_SOURCES.values())
     ]
+    series = [s for s in published if any(v == v for v in s[1])]  # a source with no score here: no bar, no legend
     series += [
         (f"ours {c}.pt", [r[f"{c}_mean"] for r in rows], [r[f"{c}_std_seeds"] for r in rows]) for c in ("last", "best")
     ]
@@ -99,7 +113,7 @@ def suite_scores(rows: list[dict], path: str | os.PathLike, score_label: str) ->
         ax.bar(xs, values, width=width, yerr=errors, capsize=2, label=label)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel=score_label, title="the Decision Transformer per dataset")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, covering none
     save(fig, path)
 
 
