@@ -90,3 +90,21 @@ def test_every_figure_the_pages_show_is_a_png_here_and_every_named_run_states_it
         times = [line for line in profile.read_text().splitlines() if line.startswith("# time: ")]
         assert len(times) == 1 and "CPU" in times[0] and "GPU" in times[0], profile.name
         assert re.search(r"measured|expected|not measured", times[0]), profile.name
+
+
+QUICK = ("dtrepro list", "dtrepro show", "dtrepro compare", "dvc metrics diff", "dvc exp show", "dvc exp run -S eval")
+
+
+@pytest.mark.slow
+def test_the_readmes_quick_commands_run_on_a_smoke_run(copy_done):
+    """The README's commands that take under five minutes (after `dtrepro run smoke`, its first quickstart, which
+    the smoke fixture runs on a fresh copy) succeed there as shown."""
+    readme = [argv for page, argv in commands() if page == "README.md"]
+    quick = [argv for argv in readme if " ".join(argv).startswith(QUICK)]
+    assert {" ".join(argv[:2]) for argv in quick} >= {"dtrepro compare", "dvc metrics", "dvc exp"}
+    assert ["dtrepro", "run", "smoke"] in readme
+    for argv in quick:
+        argv = [sys.executable, "-m", "dtrepro.pipeline.cli", *argv[1:]] if argv[0] == "dtrepro" else argv
+        argv = [re.sub(r"^eval\.episodes=\d+$", "eval.episodes=4", a) for a in argv]  # a smoke-sized evaluation
+        proc = run(argv, copy_done, timeout=300)
+        assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
