@@ -34,6 +34,10 @@ def test_a_failed_rerun_of_a_named_run_keeps_the_earlier_experiment(copy_done):
     kept = experiments(repo)
     assert "smoke" in kept and kept["smoke"]["metrics"]["results/metrics.json"]["data"] == before
     assert "smoke-pending" not in run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
+    # the page left in the workspace says whose numbers it shows: the smoke run's, on its own data
+    page = (repo / "results" / "index.html").read_text()
+    assert "<td>experiment</td><td>smoke</td>" in page and f"<td>datasets</td><td>{D} (SHA-256" in page
+    assert "hopper-medium-v2" not in page.split("</table>")[0]
 
 
 def test_a_foreign_checkpoint_is_replaced_by_what_the_run_wrote(copy_done):
