@@ -53,7 +53,7 @@ def test_a_shown_command_exists(page, argv):
             assert proc.returncode == 0, proc.stderr
     elif tool == "dvc":
         assert _dvc_accepts(args), f"{page}: DVC does not accept: {' '.join(argv)}"
-    elif tool in ("docker", "git", "source", "pip", "torchrun", "apt-get", "python"):
+    elif tool in ("docker", "git", "source", "pip", "torchrun", "apt-get", "python", "huggingface-cli"):
         pass  # other programs' commands, run where they are tested (make docker-test, the cluster and DDP tests)
     else:
         pytest.fail(f"{page}: a command of an unknown program: {' '.join(argv)}")

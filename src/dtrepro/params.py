@@ -315,6 +315,7 @@ class ModelParams(Params):
     layers: Annotated[int, Field(ge=1)]
     heads: Annotated[int, Field(ge=1)]  # embed_dim must be a multiple
     dropout: Annotated[float, Field(ge=0, lt=1)]  # embeddings, attention weights and residuals, as GPT's
+    activation: Literal["gelu", "relu", "gelu_new"]  # the MLP's: GPT's gelu, DT's own relu (transformers' default)
 
     @model_validator(mode="after")
     def _heads_divide_embed_dim(self):

@@ -11,7 +11,7 @@ GPT, is torch's own on GPUs and `dtrepro.agent.dropout`'s on the CPU (bench/trai
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -24,8 +24,13 @@ from dtrepro.registry.datasets import TIME_LIMIT
 MAX_TIMESTEP = TIME_LIMIT  # timestep embeddings: one per step of the longest episode
 
 
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh")}
+
+
 class ModelConfig(ModelParams):
     """The model section with what the data and the run add: all a checkpoint needs to rebuild the network."""
+
+    activation: Literal["gelu", "relu", "gelu_new"] = "gelu"  # checkpoints written before the key: GELU
 
     state_dim: Annotated[int, Field(ge=1)]
     act_dim: Annotated[int, Field(ge=1)]
@@ -47,7 +52,7 @@ class Block(nn.Module):
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
         self.mlp = nn.Sequential(
             nn.Linear(cfg.embed_dim, 4 * cfg.embed_dim),
-            nn.GELU(),
+            ACTIVATIONS[cfg.activation](),
             nn.Linear(4 * cfg.embed_dim, cfg.embed_dim),
             Dropout(cfg.dropout),
         )

@@ -66,6 +66,10 @@ def parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--sample", type=int, default=1, help="how many evaluate stages to sample (default 1)")
     check.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
+    export = sub.add_parser("export-hf", help="a trained model as a Hugging Face DecisionTransformerModel folder")
+    export.add_argument("model_dir", type=Path, help="a model's folder, e.g. models/hopper-medium-v2/k20-seed0")
+    export.add_argument("out", type=Path, help="the folder to write (config.json, model.safetensors, README.md)")
+    export.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which one (default last)")
     cluster = sub.add_parser("cluster", help="the study on a Slurm cluster").add_subparsers(dest="job", required=True)
     submit = cluster.add_parser("submit", help="submit the named run's prep job, model array and report job")
     plan = cluster.add_parser("plan", help="write the spec only, for another scheduler (a Kubernetes Indexed Job)")
@@ -119,6 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         if bad:
             print(f"verify: {', '.join(bad)} gave other outputs than the workspace holds", file=sys.stderr)
             sys.exit(1)
+    elif args.verb == "export-hf":
+        from dtrepro.reporting.card import export
+
+        out = export(root, args.model_dir, args.out, args.checkpoint)
+        print(f"export-hf: {out} (upload it with `huggingface-cli upload NAME {out}`)")
     elif args.verb in ("push", "pull"):
         from dtrepro.pipeline import remote
 
