@@ -28,11 +28,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
     DVC_SITE_CACHE_DIR=/tmp/dvc-site-cache \
     DVC_NO_ANALYTICS=1
 
-# python3-venv: the pipeline's own environment; git: DVC; libegl1/libgl1/libglvnd0/libopengl0: headless MuJoCo;
+# python3-venv: the pipeline's own environment; git: DVC; libegl1/libgl1/libglvnd0/libopengl0: headless MuJoCo,
+# libegl-mesa0/libgbm1/libgl1-mesa-dri: its offscreen rendering without a GPU's EGL (the render stage);
 # dumb-init: PID 1 (below).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3 python3-venv git make ca-certificates libegl1 libgl1 libglvnd0 libopengl0 dumb-init \
+        python3 python3-venv git make ca-certificates libegl1 libgl1 libglvnd0 libopengl0 \
+        libegl-mesa0 libgbm1 libgl1-mesa-dri dumb-init \
     && rm -rf /var/lib/apt/lists/*
 
 # The same lock file as `make install` (its own layer, so that edits to the code do not reinstall it);

@@ -171,3 +171,40 @@ def test_a_damaged_image_is_seen_as_not_loaded(tmp_path):
     write_page(tmp_path / "index.html", [("r", tmp_path / "r.md", tmp_path / "plots")])
     _, images, _ = open_offline(tmp_path / "index.html")
     assert images == [["data:image/png;base64", 0]]
+
+
+def test_the_episode_videos_play_offline(tmp_path):
+    """The render stage's videos, embedded: each loads, is captioned with its episode's record, and advances."""
+    import json
+
+    from PIL import Image
+
+    videos = tmp_path / "videos" / "hopper-medium-v2"
+    videos.mkdir(parents=True)
+    frames = [Image.new("RGB", (320, 240), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(videos / "target_3600.webp", save_all=True, append_images=frames[1:], duration=150, loop=0)
+    entry = {"target": 3600.0, "seed": 1000, "return": 3312.4, "normalized_score": 102.4, "length": 1000}
+    listing = {"env_id": "Hopper-v4", "videos": [{**entry, "file": "target_3600.webp"}]}
+    (videos / "videos.json").write_text(json.dumps(listing))
+    write_results(tmp_path, tmp_path / "index.html")  # the report, the suite and their plots
+    report, suite = tmp_path / "ablations.md", tmp_path / "suite.md"
+    sections = [("Ablations", report, tmp_path / "plots"), ("Suite", suite, tmp_path / "suite-plots")]
+    write_page(tmp_path / "index.html", sections, videos=tmp_path / "videos")
+    if CHROMIUM is None:
+        open_offline(tmp_path / "index.html")  # skips, or fails where a browser is required
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_context(offline=True).new_page()
+        page.goto((tmp_path / "index.html").resolve().as_uri(), wait_until="load")
+        video = page.locator("figure.video img")
+        seen = {video.screenshot()}
+        for _ in range(6):
+            page.wait_for_timeout(120)
+            seen.add(video.screenshot())
+        text = page.inner_text("body")
+        assert video.evaluate("el => el.naturalWidth") == 320
+        browser.close()
+    assert len(seen) > 1  # the frames advance
+    assert "target 3600: return 3312, score 102.4, 1000 steps (reset seed 1000)" in text and "Episodes" in text

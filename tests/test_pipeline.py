@@ -45,9 +45,18 @@ def up_to_date(repo) -> bool:
 def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(smoke_done):
     repo, out = smoke_done.repo, smoke_done.output
     runs = RUNS
-    assert stages_ran(out) == {"study", f"source@{D}", f"repair@{D}", "report", "suite", "page"} | {
+    assert stages_ran(out) == {"study", f"source@{D}", f"repair@{D}", f"render@{D}", "report", "suite", "page"} | {
         f"{st}@{r}" for st in ("train", "evaluate") for r in runs
     }
+    videos = json.loads((repo / f"results/videos/{D}/videos.json").read_text())["videos"]  # the K=5, seed 0 model's
+    with open(repo / f"reports/eval/{D}/k5-seed0.csv") as f:
+        first = {
+            float(r["target"]): float(r["return"])
+            for r in csv.DictReader(f)
+            if r["checkpoint"] == "last" and r["episode"] == "0"
+        }
+    assert {v["target"]: v["return"] for v in videos} == first  # each caption: the evaluation's record
+    assert 'id="episodes"' in (repo / "results" / "index.html").read_text()
     assert "the experiment 'smoke' holds this run" in out
     assert "smoke" in dvc(repo, "exp", "list", "-A", "--name-only").stdout.split()
     # DVC's view is the workspace's: nothing to run, params.yaml holds the values dvc.lock records
@@ -117,7 +126,13 @@ def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(copy_do
     repo = copy_done
     changed = dvc(repo, "exp", "run", "-S", "eval.seed=2000")
     # the study stage checks all of params.yaml; its stamp comes out the same, so it alone reruns nothing
-    assert stages_ran(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {"study", "report", "suite", "page"}
+    assert stages_ran(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {
+        "study",
+        f"render@{D}",
+        "report",
+        "suite",
+        "page",
+    }
     assert stages_ran(dvc(repo, "exp", "run", "-S", "eval.seed=2000").stdout) == set()
     assert up_to_date(repo)
 

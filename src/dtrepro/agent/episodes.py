@@ -50,11 +50,13 @@ def run_episodes(
     max_steps: int = TIME_LIMIT,
     progress: bool = False,
     threads: int | None = None,
+    record: list | None = None,
 ) -> EpisodeResults:
     """Run one episode per seed, all together: one forward pass per timestep for all live episodes.
 
     `max_steps` is the env's time limit. The envs of a timestep step on `threads` threads, by default
-    `env_threads(device)`.
+    `env_threads(device)`. `record`, if given, gets each timestep's actions of the live episodes (a replay of
+    them from the same reset seeds is the same episodes: `evaluation.render`).
     """
     model, device = policy.model.eval(), policy.device
     threads = threads or env_threads(device)
@@ -86,7 +88,10 @@ def run_episodes(
                 mask[window].expand(len(live), k),
             )
             actions[rows, now] = act
-            obs, rewards, ended = envs.step(live, act.cpu().numpy())
+            taken = act.cpu().numpy()
+            if record is not None:
+                record.append(taken)
+            obs, rewards, ended = envs.step(live, taken)
             returns[live] += rewards
             lengths[live] += 1
             bar.update(1)

@@ -28,7 +28,7 @@ body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; 
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; } td, th { border: 1px solid #ccc; padding: 0.2rem 0.6rem; }
 th { background: #f3f3f3; } figure { display: inline-block; margin: 0.5rem; } img { max-width: 34rem; }
 figcaption { font-size: 0.85rem; color: #555; } nav a { margin-right: 1rem; }
-figure.wide { display: block; } figure.wide img { max-width: 100%; }
+figure.wide { display: block; } figure.wide img { max-width: 100%; } figure.video img { width: 320px; }
 table.run td:first-child { font-weight: 600; background: #f7f7f7; }
 """
 WIDE = ("learning_curves.png",)  # plots drawn across the page's width
@@ -84,12 +84,39 @@ def run_facts(params: Mapping, sources: Path, root: Path = Path(".")) -> list[tu
     ]
 
 
-def write_page(path: Path, sections: list[tuple[str, Path, Path]], facts: list[tuple[str, str]] = ()) -> None:
+def _videos(folder: Path | None) -> str:
+    """The render stage's videos (`folder`/<dataset>/videos.json and its WebPs), embedded, side by side per
+    dataset, each captioned with its episode's return and score as the evaluation recorded them."""
+    parts = []
+    for listing in sorted(folder.rglob("videos.json")) if folder and folder.is_dir() else []:
+        found = json.loads(listing.read_text())
+        figures = []
+        for v in found["videos"]:
+            data = base64.b64encode((listing.parent / v["file"]).read_bytes()).decode()
+            caption = (
+                f"target {v['target']:g}: return {v['return']:.0f}, score {v['normalized_score']:.1f}, "
+                f"{v['length']} steps (reset seed {v['seed']})"
+            )
+            img = f'<img src="data:image/webp;base64,{data}" alt="{html.escape(caption)}">'
+            figures.append(f'<figure class="video">{img}<figcaption>{html.escape(caption)}</figcaption></figure>')
+        name = listing.parent.relative_to(folder).as_posix()
+        parts.append(f"<h2>{html.escape(name)} ({html.escape(found['env_id'])})</h2>" + "".join(figures))
+    if not parts:
+        return ""
+    lead = "<p>The headline model's first evaluation episode at each target (its <code>last.pt</code>).</p>"
+    return '<section id="episodes"><h1>Episodes</h1>' + lead + "\n".join(parts) + "</section>"
+
+
+def write_page(
+    path: Path, sections: list[tuple[str, Path, Path]], facts: list[tuple[str, str]] = (), videos: Path | None = None
+) -> None:
     """`sections`: (a name for the navigation, a markdown file, a folder of PNGs) each, in order, under a header
-    of `facts` (`run_facts`): the markdown's own first heading heads each section."""
+    of `facts` (`run_facts`) and the render stage's `videos`: the markdown's own first heading heads each section."""
+    episodes = _videos(videos)
     nav = " ".join(f'<a href="#s{i}">{html.escape(h)}</a>' for i, (h, _, _) in enumerate(sections))
+    nav += ' <a href="#episodes">Episodes</a>' if episodes else ""
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
-    body = [f"<nav>{nav}</nav>"] + ([f'<table class="run">{rows}</table>'] if facts else [])
+    body = [f"<nav>{nav}</nav>"] + ([f'<table class="run">{rows}</table>'] if facts else []) + [episodes]
     for i, (_, markdown, plots) in enumerate(sections):
         body += [f'<section id="s{i}">', _markdown(markdown), _figures(plots), "</section>"]
     page = (
