@@ -70,7 +70,7 @@ suite-smoke: install
 	@echo "suite-smoke: results/suite.md, results/suite.json, results/suite-plots/*.png"
 
 bench: install
-	for b in bench/repair.py bench/collect.py bench/train.py bench/threads.py bench/evaluate.py bench/noop.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/repair.py bench/collect.py bench/train.py bench/threads.py bench/evaluate.py bench/noop.py bench/render.py; do $(BIN)/python $$b || exit 1; done
 
 # On a machine with a GPU (no internet needed: it collects its Hopper data first).
 # the study of a named run on a Slurm cluster, from a login node (docs/cluster.md); PROFILE=suite for the paper's table
