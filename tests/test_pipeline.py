@@ -72,7 +72,7 @@ def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(s
     suite = json.loads((repo / "results" / "suite.json").read_text())
     summary = data["metrics"]["results/metrics.json"]["data"]  # DVC's metrics: the few numbers runs are compared by
     expected = {m: {c: round(suite[f"aggregate.{c}.{m}"], 2) for c in ("last", "best")} for m in ("mean", "iqm")}
-    assert summary == {**expected, "references": "d4rl"}  # and what the scores are normalised with
+    assert summary == {**expected, "references": "d4rl", "env": "Hopper-v4"}  # normalised with, and what ran
     assert f"> python stages/source.py --dataset {D}" in out
     source = json.loads((repo / "reports" / "source" / f"{D}.json").read_text())
     repair = json.loads((repo / "reports" / "repair" / f"{D}.json").read_text())

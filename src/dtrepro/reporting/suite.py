@@ -127,7 +127,8 @@ def suite_tables(study: StudyParams, params_of: dict[str, EvalParams], evals: Pa
     found = run_scores(study, params_of, evals)
     rows = []
     for name in study.datasets:
-        row = {"dataset": name, "target": params_of[name].targets[0], "references": references(study, evals, name)[2]}
+        row = {"dataset": name, "env_id": params_of[name].env_id, "target": params_of[name].targets[0]}
+        row["references"] = references(study, evals, name)[2]
         for c in CHECKPOINTS:
             per_seed = np.array([s.mean() for s in found[name][c]])
             low, high = bootstrap_ci(found[name][c], resamples, seed)
@@ -206,11 +207,13 @@ def flat_metrics(tables: dict) -> dict:
 def summary(tables: dict) -> dict:
     """The numbers runs are compared by, few enough for `dvc exp show` on one screen: the mean and the IQM over
     the study's datasets (and seeds) of the last and best checkpoints' scores at each dataset's headline K and
-    target, in normalised points to two decimals, and the references they are normalised with (d4rl: D4RL's)."""
+    target, in normalised points to two decimals, the references they are normalised with (d4rl: D4RL's) and the
+    envs the datasets' null env_id resolved to: what ran."""
     summary = {
         name: {c: round(float(tables["aggregate"][c][name]), 2) for c in CHECKPOINTS} for name in ("mean", "iqm")
     }
-    return {**summary, "references": ", ".join(sorted({r["references"] for r in tables["rows"]}))}
+    joined = {k: ", ".join(sorted({r[k] for r in tables["rows"]})) for k in ("references", "env_id")}
+    return {**summary, "references": joined["references"], "env": joined["env_id"]}
 
 
 def write_suite(study: StudyParams, params_of: dict[str, EvalParams], paths: SuitePaths) -> dict:
