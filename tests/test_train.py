@@ -406,7 +406,11 @@ def test_bf16_autocast_and_compile_on_cpu(clean_file, tmp_path):
 def test_bad_params_get_a_clear_error(model, train, message):
     with pytest.raises(DtreproError, match=message):
         TrainParams.from_params(
-            {"model": {**TINY_MODEL, **model}, "train": {**params()["train"], **TINY_TRAIN, **train}, "run": TINY_RUN}
+            {
+                "model": {**params()["model"], **TINY_MODEL, **model},
+                "train": {**params()["train"], **TINY_TRAIN, **train},
+                "run": TINY_RUN,
+            }
         )
 
 

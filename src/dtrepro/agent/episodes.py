@@ -52,12 +52,8 @@ def run_episodes(
     threads: int | None = None,
     record: list | None = None,
 ) -> EpisodeResults:
-    """Run one episode per seed, all together: one forward pass per timestep for all live episodes.
-
-    `max_steps` is the env's time limit. The envs of a timestep step on `threads` threads, by default
-    `env_threads(device)`. `record`, if given, gets each timestep's actions of the live episodes (a replay of
-    them from the same reset seeds is the same episodes: `evaluation.render`).
-    """
+    """Run one episode per seed, all together: one forward pass per timestep for all live episodes. `max_steps`
+    is the env's time limit; the envs step on `threads` threads (`env_threads`); `record` gets each step's actions."""
     model, device = policy.model.eval(), policy.device
     threads = threads or env_threads(device)
     cfg, n, k = model.cfg, len(seeds), model.cfg.context_len
