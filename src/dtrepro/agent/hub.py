@@ -25,7 +25,9 @@ from dtrepro.runtime.errors import DtreproError
 
 CONV1D = {"attn.c_attn": "qkv", "attn.c_proj": "proj", "mlp.c_fc": "mlp.0", "mlp.c_proj": "mlp.2"}
 NORMS = {"ln_1": "ln1", "ln_2": "ln2"}
-OWN = ("embed_timestep.weight", "embed_return", "embed_state", "embed_action", "predict_action.0")
+SAME = ("embed_timestep.weight", "embed_ln.weight") + tuple(
+    f"{m}.{p}" for m in ("embed_return", "embed_state", "embed_action", "predict_action.0") for p in ("weight", "bias")
+)
 MUST = {"action_tanh": True, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False}
 MUST |= {"reorder_and_upcast_attn": False, "add_cross_attention": False}
 
@@ -57,39 +59,32 @@ def config_from_hub(hub: dict, context_len: int, where: str) -> ModelConfig:
     )
 
 
+def names(cfg: ModelConfig) -> list[tuple[str, str, bool]]:
+    """(transformers' name, ours, whether transposed) of every weight the two share, embed_ln's bias aside."""
+    pairs = [(n, n, False) for n in SAME] + [(f"encoder.ln_f.{p}", f"ln_f.{p}", False) for p in ("weight", "bias")]
+    for i in range(cfg.layers):
+        theirs, ours = f"encoder.h.{i}.", f"blocks.{i}."
+        pairs += [(f"{theirs}{t}.{p}", f"{ours}{o}.{p}", False) for t, o in NORMS.items() for p in ("weight", "bias")]
+        pairs += [
+            (f"{theirs}{t}.{p}", f"{ours}{o}.{p}", p == "weight") for t, o in CONV1D.items() for p in ("weight", "bias")
+        ]
+    return pairs
+
+
 def weights_from_hub(hub: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """This project's state dict from a DecisionTransformerModel's."""
-    ours = {k: v for k, v in hub.items() if k.startswith(OWN)}
-    ours["embed_ln.weight"] = hub["embed_ln.weight"]
+    ours = {o: hub[t].t().contiguous() if flip else hub[t] for t, o, flip in names(cfg)}
     ours["embed_ln.bias"] = hub["embed_ln.bias"] + hub["encoder.wpe.weight"][0]  # the position-0 constant
-    ours |= {f"ln_f.{p}": hub[f"encoder.ln_f.{p}"] for p in ("weight", "bias")}
-    for i in range(cfg.layers):
-        block = f"encoder.h.{i}."
-        for theirs, mine in NORMS.items():
-            ours |= {f"blocks.{i}.{mine}.{p}": hub[f"{block}{theirs}.{p}"] for p in ("weight", "bias")}
-        for theirs, mine in CONV1D.items():
-            ours[f"blocks.{i}.{mine}.weight"] = hub[f"{block}{theirs}.weight"].t().contiguous()
-            ours[f"blocks.{i}.{mine}.bias"] = hub[f"{block}{theirs}.bias"]
     return ours
 
 
 def weights_to_hub(ours: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """A DecisionTransformerModel's state dict from this project's (the untrained heads zero)."""
-    h = cfg.embed_dim
-    hub = {k: v for k, v in ours.items() if k.startswith(OWN)} | {
-        f"embed_ln.{p}": ours[f"embed_ln.{p}"] for p in ("weight", "bias")
-    }
-    hub |= {"encoder.wte.weight": torch.zeros(1, h), "encoder.wpe.weight": torch.zeros(1024, h)}
-    hub |= {f"encoder.ln_f.{p}": ours[f"ln_f.{p}"] for p in ("weight", "bias")}
+    """A DecisionTransformerModel's state dict from this project's (the heads DT does not train, zero)."""
+    h, hub = cfg.embed_dim, {t: ours[o].t() if flip else ours[o] for t, o, flip in names(cfg)}
+    hub |= {"embed_ln.bias": ours["embed_ln.bias"], "encoder.wte.weight": torch.zeros(1, h)}
+    hub |= {"encoder.wpe.weight": torch.zeros(1024, h), "predict_return.weight": torch.zeros(1, h)}
     hub |= {"predict_state.weight": torch.zeros(cfg.state_dim, h), "predict_state.bias": torch.zeros(cfg.state_dim)}
-    hub |= {"predict_return.weight": torch.zeros(1, h), "predict_return.bias": torch.zeros(1)}
-    for i in range(cfg.layers):
-        block = f"encoder.h.{i}."
-        for theirs, mine in NORMS.items():
-            hub |= {f"{block}{theirs}.{p}": ours[f"blocks.{i}.{mine}.{p}"] for p in ("weight", "bias")}
-        for theirs, mine in CONV1D.items():
-            hub[f"{block}{theirs}.weight"] = ours[f"blocks.{i}.{mine}.weight"].t().contiguous()
-            hub[f"{block}{theirs}.bias"] = ours[f"blocks.{i}.{mine}.bias"]
+    hub |= {"predict_return.bias": torch.zeros(1)}
     return {k: v.detach().float().cpu().contiguous() for k, v in hub.items()}
 
 
