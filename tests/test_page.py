@@ -116,9 +116,14 @@ def test_the_hostile_page_check_sees_a_script_that_runs(tmp_path):
 def test_the_header_names_the_run_the_numbers_are_from(tmp_path, monkeypatch):
     """The experiment, the commit, the date, each dataset by its SHA-256 and the params that define the run head the
     page, each shown as text (an experiment named like markup runs nothing); each section has one heading."""
+    import json
+
     import yaml
 
-    monkeypatch.setenv("DVC_EXP_NAME", HOSTILE[0])
+    from dtrepro.params import RUN_VALUES
+
+    monkeypatch.setenv("DVC_EXP_NAME", "smoke-pending")  # DVC's name until the named run succeeds
+    monkeypatch.setenv(RUN_VALUES, json.dumps({"name": HOSTILE[0], "values": {}}))  # the named run's own
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123456789abcdef0123")
     (tmp_path / "sources").mkdir()
     (tmp_path / "sources" / "hopper-medium-v2.json").write_text('{"sha256": "5bdf1bc4aaaabbbbccccdddd"}')
@@ -127,6 +132,7 @@ def test_the_header_names_the_run_the_numbers_are_from(tmp_path, monkeypatch):
     assert facts["experiment"] == HOSTILE[0] and facts["commit"].startswith("0123456789ab")
     assert facts["datasets"] == "hopper-medium-v2 (SHA-256 5bdf1bc4aaaabbbb…)"
     assert facts["model"] == "embed 512, 4 layers, 8 heads" and facts["training"].startswith("2500 steps, batch 4096")
+    assert facts["evaluation"] == "targets 3600, 1800, 400, 20 episodes each"  # null: the env's, resolved
     write_results(tmp_path, tmp_path / "index.html", list(facts.items()))
     scripts = []
     text, _, asked = open_offline(tmp_path / "index.html", scripts)

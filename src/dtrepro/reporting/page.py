@@ -20,6 +20,7 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
+from dtrepro.params import RUN_VALUES, EvalParams
 from dtrepro.runtime.atomic import atomic_output
 from dtrepro.runtime.errors import DtreproError
 
@@ -60,9 +61,10 @@ def _git(root: Path, *args: str) -> str:
 
 
 def run_facts(params: Mapping, sources: Path, root: Path = Path(".")) -> list[tuple[str, str]]:
-    """What the page's header says of the run its numbers are from: the experiment (DVC names it to the stages of
-    `dvc exp run`), the commit, when the page was made, each dataset by its SHA-256, and the params that define the
-    run."""
+    """What the page's header says of the run its numbers are from: the experiment (a named run's name, else the
+    one DVC gives the stages of `dvc exp run`), the commit, when the page was made, each dataset by its SHA-256,
+    and the params that define the run (the eval targets as the first dataset's env resolves them)."""
+    named = json.loads(os.environ.get(RUN_VALUES) or "{}").get("name")
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or _git(root, "rev-parse", "HEAD")
     changed = _git(root, "status", "--porcelain", "--untracked-files=no")
     study, model, train, evals = (params.get(k) or {} for k in ("study", "model", "train", "eval"))
@@ -71,16 +73,17 @@ def run_facts(params: Mapping, sources: Path, root: Path = Path(".")) -> list[tu
         source = sources / f"{name}.json"
         sha = json.loads(source.read_text()).get("sha256", "") if source.exists() else ""
         datasets.append(f"{name} (SHA-256 {sha[:16]}…)" if sha else name)
-    targets = evals.get("targets") or "the env's DT paper targets"
+    first = study.get("datasets", [None])[0]
+    targets = EvalParams.from_params(params, first).targets if first else evals.get("targets")
     return [
-        ("experiment", os.environ.get("DVC_EXP_NAME") or "the workspace (dvc repro)"),
+        ("experiment", named or os.environ.get("DVC_EXP_NAME") or "the workspace (dvc repro)"),
         ("commit", f"{commit[:12]}{' with uncommitted changes' * bool(changed)}" if commit else "not a git checkout"),
         ("made", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
         ("datasets", ", ".join(datasets)),
         ("model", f"embed {model.get('embed_dim')}, {model.get('layers')} layers, {model.get('heads')} heads"),
         ("training", f"{train.get('steps')} steps, batch {train.get('batch_size')}, lr {train.get('lr')}"),
         ("study", f"K {study.get('context_lens')}, seeds {study.get('seeds')}"),
-        ("evaluation", f"targets {targets}, {evals.get('episodes')} episodes each"),
+        ("evaluation", f"targets {', '.join(f'{t:g}' for t in targets or [])}, {evals.get('episodes')} episodes each"),
     ]
 
 
