@@ -155,9 +155,10 @@ def test_a_bad_entry_in_the_local_run_cache_is_moved_aside_before_a_run_or_a_pus
 def test_a_forged_evaluation_is_refused_by_the_report_and_caught_by_verify(team, tmp_path):
     """An evaluate entry edited to point its CSV at made-up episodes, stored under their true MD5: the entry passes
     every check a pull makes (it is well formed), DVC restores it, and then the report refuses the evaluation (its
-    episodes and its metrics disagree) and `dtrepro verify` runs the stage again and finds other scores."""
+    episodes and its metrics disagree) and `dtrepro verify` runs the stage again and finds other scores. (Not the
+    headline model's: the render stage, which replays its first episodes, would refuse that one first.)"""
     a, remote = team
-    honest, entry = entry_of(remote, f"--checkpoints models/{COLLECTED}/k5-seed0")
+    honest, entry = entry_of(remote, f"--checkpoints models/{COLLECTED}/k5-seed1")
     out = next(o for o in entry["outs"] if o["path"].endswith(".csv"))
     lines = (a / out["path"]).read_text().splitlines()
     header = lines[0].split(",")
@@ -182,14 +183,14 @@ def test_a_forged_evaluation_is_refused_by_the_report_and_caught_by_verify(team,
     restored = run(["dvc", "exp", "run"], b, timeout=900)
     assert restored.returncode != 0
     message = one_line(restored.stdout + restored.stderr)
-    assert f"reports/eval/{COLLECTED}/k5-seed0.csv and reports/eval/{COLLECTED}/k5-seed0.json do not agree" in message
+    assert f"reports/eval/{COLLECTED}/k5-seed1.csv and reports/eval/{COLLECTED}/k5-seed1.json do not agree" in message
     assert "49.2000" in message and "dtrepro verify" in message
     assert (b / out["path"]).read_text() == data  # DVC restored the forged episodes
     verified = run(
-        [sys.executable, "-m", "dtrepro.pipeline.cli", "verify", f"evaluate@{COLLECTED}-5-0"], b, timeout=900
+        [sys.executable, "-m", "dtrepro.pipeline.cli", "verify", f"evaluate@{COLLECTED}-5-1"], b, timeout=900
     )
     assert verified.returncode == 1, verified.stdout + verified.stderr
-    assert f"MISMATCH evaluate@{COLLECTED}-5-0" in verified.stdout and "in its episodes is 49.2" in verified.stdout
+    assert f"MISMATCH evaluate@{COLLECTED}-5-1" in verified.stdout and "in its episodes is 49.2" in verified.stdout
     assert (b / out["path"]).read_text() == data  # verify changes nothing in the workspace
 
 
