@@ -116,6 +116,7 @@ QUIET = (
     r"-pending",  # the experiment's name until it has succeeded
     r"best evaluation -?\d+\.\d{2,}",  # a score printed to sixteen digits
     r"Traceback",
+    r"leaked semaphore",  # the collection's worker pool left without being closed and joined (half the runs before)
 )
 
 
