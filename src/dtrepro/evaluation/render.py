@@ -52,7 +52,7 @@ def replay(
         raise DtreproError(
             f"MuJoCo could not render {env_id} offscreen ({type(err).__name__}: {' '.join(str(err).split())[:160]}). "
             f"Install Mesa's software EGL (Debian: apt-get install libegl-mesa0 libgbm1 libgl1-mesa-dri), or set "
-            f"MUJOCO_GL=osmesa with libosmesa6; `make install` says how."
+            f"MUJOCO_GL=osmesa with libosmesa6 (the README's set-up step)."
         ) from None
     finally:
         env.close()
@@ -90,7 +90,7 @@ def render_episodes(checkpoint: Path, episodes_csv: Path, params: EvalParams, ou
             frames[0].save(tmp, format="WEBP", save_all=True, append_images=frames[1:], duration=dt * STRIDE * 1000,
                            loop=0, quality=60, method=4)  # fmt: skip
         score = float(normalized_score(np.array([total]), params.env_id, refs)[0])
-        videos.append({"target": target, "seed": params.seed, "return": total, "normalized_score": score})
-        videos[-1] |= {"length": length, "file": name}
+        videos.append(dict(target=target, seed=params.seed, normalized_score=score, length=length, file=name))
+        videos[-1]["return"] = total
     write_json(out_dir / "videos.json", {"checkpoint": str(checkpoint), "env_id": params.env_id, "videos": videos})
     return {"videos": videos}

@@ -11,6 +11,7 @@ from pathlib import Path
 from dtrepro.agent.checkpoint import CHECKPOINTS, Checkpoint
 from dtrepro.agent.hub import write_hub_folder
 from dtrepro.agent.model import ModelConfig
+from dtrepro.evaluation.results import metric_key
 from dtrepro.reporting.report import TEMPLATES
 from dtrepro.runtime.errors import DtreproError
 
@@ -27,22 +28,15 @@ def _read(path: Path, what: str) -> dict:
 
 
 def scores(evaluation: dict) -> list[dict]:
-    """The card's rows: each checkpoint at each target of the evaluate stage's metrics."""
-    targets = sorted({m.group(1) for k in evaluation if (m := re.match(r"last\.target_([^.]+)\.", k))}, key=float)
+    """The card's rows: each checkpoint at each target of the evaluate stage's metrics, highest target first."""
+    targets = {float(m.group(1)) for k in evaluation if (m := re.match(r"last\.target_([^.]+)\.", k))}
     rows = []
     for c in CHECKPOINTS:
-        for t in sorted(targets, key=float, reverse=True):
-            key = f"{c}.target_{t}."
-            rows.append(
-                {
-                    "checkpoint": c,
-                    "target": t,
-                    "return": f"{evaluation[key + 'return_mean']:.0f}",
-                    "score": f"{evaluation[key + 'normalized_score_mean']:.1f}",
-                    "ci": f"[{evaluation[key + 'normalized_score_ci95_low']:.1f}, "
-                    f"{evaluation[key + 'normalized_score_ci95_high']:.1f}]",
-                }
-            )
+        for t in sorted(targets, reverse=True):
+            value = {f: evaluation[metric_key(c, t, f)] for f in ("return_mean", "normalized_score_mean")}
+            low, high = (evaluation[metric_key(c, t, f"normalized_score_ci95_{e}")] for e in ("low", "high"))
+            rows.append({"checkpoint": c, "target": f"{t:g}", "return": f"{value['return_mean']:.0f}"})
+            rows[-1] |= {"score": f"{value['normalized_score_mean']:.1f}", "ci": f"[{low:.1f}, {high:.1f}]"}
     return rows
 
 
