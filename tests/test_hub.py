@@ -3,15 +3,23 @@ model give the same actions, both ways."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+from dtrepro.agent.envs import make_env
 from dtrepro.agent.hub import read_hub_folder, write_hub_folder
 from dtrepro.agent.model import DecisionTransformer
+from dtrepro.data.d4rl import read_d4rl
+from dtrepro.evaluation.imported import evaluate_hub_folders
+from dtrepro.params import EvalParams, HubParams
 from dtrepro.runtime.errors import DtreproError
+
+from helpers import HOPPER, params
 
 transformers = pytest.importorskip("transformers")  # the `hf` extra; requirements-dev.lock installs it
 K, STATE, ACT = 6, 11, 3
@@ -87,6 +95,68 @@ def test_what_does_not_map_is_refused_in_one_paragraph(tmp_path):
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(DtreproError, match="model_type 'gpt2'"):
         read_hub_folder(tmp_path / "gpt2", context_len=K)
+
+
+def play_theirs(model, env_id, seed, target, stats, hf, max_steps) -> tuple[float, int]:
+    """One episode driven by transformers' model itself, as its Decision Transformer example acts: the last K steps
+    left-padded with zeros, the attention mask over the padding, the last of `action_preds` taken."""
+    env, k = make_env(env_id, max_steps), hf.context_len
+    obs, _ = env.reset(seed=seed)
+    mean, std = (torch.as_tensor(np.asarray(x, np.float32)) for x in stats)
+    states = ((torch.as_tensor(obs, dtype=torch.float32) - mean) / std)[None]
+    actions, rtg = torch.zeros(0, 3), torch.tensor([target / hf.return_scale])
+    total, t = 0.0, 0
+    while True:
+        n = min(len(states), k)
+        pad = k - n
+
+        def window(x, width):
+            return torch.cat([torch.zeros(pad, *x.shape[1:]), x[-n:]])[None] if width else x
+
+        acts = torch.cat([actions, torch.zeros(1, 3)])
+        stepped = torch.cat([torch.zeros(pad, dtype=torch.long), torch.arange(t - n + 1, t + 1)])[None]
+        mask = torch.cat([torch.zeros(pad), torch.ones(n)])[None].bool()
+        x = (window(states, 1), window(acts, 1), window(rtg[:, None], 1)[..., 0], stepped, mask)
+        action = theirs(model, *x)[0, -1]
+        obs, reward, terminated, truncated, _ = env.step(action.numpy())
+        total, t = total + reward, t + 1
+        if terminated or truncated:
+            return total, t
+        actions = torch.cat([actions, action[None]])
+        states = torch.cat([states, ((torch.as_tensor(obs, dtype=torch.float32) - mean) / std)[None]])
+        rtg = torch.cat([rtg, rtg[-1:] - reward / hf.return_scale])
+
+
+def test_an_imported_model_is_scored_episode_for_episode_as_transformers_own_model_plays(tmp_path, hopper_file):
+    """The hub stage's scoring of a Hub folder (here on the data's own state statistics) equals driving
+    transformers' DecisionTransformerModel directly: every episode's return and length."""
+    hub = hub_model()
+    hub.save_pretrained(tmp_path / "hub" / "tiny")
+    chosen = dict(episodes=2, targets=[3600.0, 400.0], max_steps=120, amp=False, bootstrap_resamples=200)
+    run = params(eval=chosen, hf={"models": ["hub/tiny"], "context_len": K})
+    evaluation, hf = EvalParams.from_params(run, HOPPER), HubParams.from_params(run)
+    folders = [str(tmp_path / "hub" / "tiny")]
+    csv_path, metrics_path = tmp_path / "hub.csv", tmp_path / "hub.json"
+    metrics = evaluate_hub_folders(folders, evaluation, hf, hopper_file, metrics_path, csv_path, dataset=HOPPER)
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and json.loads(metrics_path.read_text()) == metrics
+    obs = read_d4rl(hopper_file).arrays["observations"].astype(np.float64)
+    stats = (obs.mean(axis=0), obs.std(axis=0) + 1e-6)
+    for row in rows:
+        target, seed = float(row["target"]), int(row["seed"])
+        ret, length = play_theirs(hub, "Hopper-v4", seed, target, stats, hf, evaluation.max_steps)
+        assert int(row["length"]) == length and float(row["return"]) == pytest.approx(ret, rel=1e-4)
+    mean = np.mean([float(r["normalized_score"]) for r in rows if float(r["target"]) == 400.0])
+    assert metrics[f"{folders[0]}.target_400.normalized_score_mean"] == pytest.approx(mean)
+
+
+def test_hub_models_must_be_folders_of_hub_and_their_statistics_go_together():
+    for bad in (["/abs/model"], ["models/x"], ["hub/../x"]):
+        with pytest.raises(DtreproError, match="a model must be a folder inside hub/"):
+            HubParams.from_params(params(hf={"models": bad}))
+    with pytest.raises(DtreproError, match="state_mean and state_std go together"):
+        HubParams.from_params(params(hf={"state_mean": [0.0, 1.0]}))
 
 
 @pytest.mark.slow

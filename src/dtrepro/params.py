@@ -1,7 +1,7 @@
 """The schema of params.yaml: every section as a validated, typed class, each key beside its type and bounds.
 
 One `Params` subclass per section (in params.yaml's order: data, collect, repair, study, model, train,
-eval, run) names its keys with their types and ranges. Values are checked strictly and in one place: "3"
+eval, hf, run) names its keys with their types and ranges. Values are checked strictly and in one place: "3"
 is not 3, true is not 1, "3600" is not a list of targets, and a key the class does not know (a typo) is
 an error. Defaults live in params.yaml alone: a missing key or section is an error, never a silent
 preset. A null key that stands for a fact of the dataset (its env, dt, reset height...) is filled in from
@@ -402,17 +402,65 @@ class EvalParams(Params):
         return list(range(self.seed, self.seed + self.episodes))
 
 
-SECTIONS = ("data", "collect", "repair", "study", "model", "train", "eval", "run")  # params.yaml's, one class each
+HUB_DIR = "hub"  # the folder of Hugging Face model folders, a dep of the hub stages
+
+
+def _hub_folder(value: str) -> str:
+    path = Path(value)
+    if path.is_absolute() or len(path.parts) < 2 or path.parts[0] != HUB_DIR or ".." in path.parts:
+        raise ValueError(
+            f"a model must be a folder inside {HUB_DIR}/ (DVC tracks that folder for the hub stages), e.g. "
+            f"{HUB_DIR}/hopper-medium from `huggingface-cli download edbeeching/decision-transformer-gym-hopper-medium "
+            f"--local-dir {HUB_DIR}/hopper-medium`"
+        )
+    return path.as_posix()
+
+
+class HubParams(Params):
+    """`hf`: transformers DecisionTransformerModel folders scored under the eval section's protocol, as extra rows
+    of their dataset's report (the hub stage; docs/huggingface.md)."""
+
+    section = "hf"
+    models: list[Annotated[str, AfterValidator(_hub_folder)]]  # `save_pretrained` folders under hub/
+    dataset: str | None  # the study dataset they were trained on: its env, reference scores and row; null: the first
+    state_mean: list[float] | None  # what states were normalised with; null: the dataset's own (the Hub's gym models)
+    state_std: list[float] | None  # null: the dataset's own
+    return_scale: Annotated[float, Field(gt=0)]  # returns-to-go were divided by this (the Hub's gym models: 1000)
+    context_len: Annotated[int, Field(ge=1)]  # the window they were trained with (the Hub's gym models: 20)
+
+    @model_validator(mode="after")
+    def _stats_together(self):
+        if (self.state_mean is None) != (self.state_std is None) or len(self.state_mean or ()) != len(
+            self.state_std or ()
+        ):
+            raise ValueError("state_mean and state_std go together: both null, or both lists of one length")
+        if min(self.state_std or [1]) <= 0:
+            raise ValueError("every state_std must be positive")
+        return self
+
+    def dataset_of(self, study: StudyParams) -> str:
+        return self.dataset or study.datasets[0]
+
+
+SECTIONS = ("data", "collect", "repair", "study", "model", "train", "eval", "hf", "run")  # params.yaml's, a class each
 
 
 def check_params(study: StudyParams, params: Mapping) -> None:
     """What no one section can check: every section is one the stages read (a typo such as `trian:` would
-    be ignored), and data.url and data.sha256, which stand for one D4RL file, have one D4RL dataset to apply to."""
+    be ignored), hf.dataset one of the study's, and data.url and data.sha256, which stand for one D4RL file, have
+    one D4RL dataset to apply to."""
     unknown = sorted(set(params) - set(SECTIONS))
     if unknown:
         raise DtreproError(
             f"params.yaml has the section '{unknown[0]}', which no stage reads (a typo?); its values would be ignored. "
             f"The sections are: {', '.join(SECTIONS)}."
+        )
+    hf = HubParams.from_params(params)
+    if hf.models and hf.dataset_of(study) not in study.datasets:
+        raise DtreproError(
+            f"hf.dataset is {hf.dataset!r}, which study.datasets ({', '.join(study.datasets)}) does not hold: the "
+            f"models of hf.models are scored on their dataset's env, beside its models, with its state statistics. "
+            f"Add it to study.datasets, or set hf.dataset to the one they were trained on."
         )
     downloads = [name for name in study.datasets if lookup(name).source == "download"]
     for key in ("url", "sha256"):

@@ -18,7 +18,7 @@ import numpy as np
 
 from dtrepro.agent.checkpoint import CHECKPOINTS
 from dtrepro.agent.device import autocast_dtype, pick_device
-from dtrepro.agent.episodes import run_episodes
+from dtrepro.agent.episodes import EpisodeResults, run_episodes
 from dtrepro.agent.policy import policy_from_checkpoint
 from dtrepro.evaluation.results import EPISODE_FIELDS, metric_key
 from dtrepro.evaluation.stats import score_summary
@@ -49,6 +49,41 @@ def check_family(trained: str, evaluated: str, path) -> None:
         )
 
 
+def play(
+    policy, params: EvalParams, refs: tuple[float, float], progress: bool = True
+) -> tuple[EpisodeResults, dict[float, dict]]:
+    """`params.episodes` episodes at each target (episode seeds `params.episode_seeds` at every one), all stepped
+    together, and each target's summary (`score_summary`): the protocol every scored model goes through."""
+    seeds = params.episode_seeds * len(params.targets)
+    targets = np.repeat(params.targets, params.episodes)
+    results = run_episodes(policy, params.env_id, seeds, targets, params.max_steps, progress)
+    summaries = {}
+    for target in params.targets:
+        chosen = results.targets == target
+        returns, lengths = results.returns[chosen], results.lengths[chosen]
+        summaries[target] = score_summary(
+            returns, lengths, params.env_id, params.bootstrap_resamples, params.seed, refs
+        )
+    return results, summaries
+
+
+def episode_rows(name: str, md5: str, step: int, results: EpisodeResults, params: EvalParams, refs) -> list[tuple]:
+    """The CSV rows (`EPISODE_FIELDS`) of one model's episodes."""
+    scores = normalized_score(results.returns, params.env_id, refs)
+    r = results
+    return [
+        (name, md5, step, r.targets[i], i % params.episodes, r.seeds[i], r.returns[i], r.lengths[i], scores[i])
+        for i in range(len(r.seeds))
+    ]
+
+
+def write_episodes(path, rows: list[tuple]) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(EPISODE_FIELDS)
+        writer.writerows(rows)
+
+
 def evaluate_checkpoints(
     checkpoint_dir: str | os.PathLike,
     params: EvalParams,
@@ -60,8 +95,6 @@ def evaluate_checkpoints(
 ) -> dict:
     """Evaluate `last.pt` and `best.pt` at every target; write per-episode rows (CSV) and flat metrics (JSON)."""
     device = pick_device(params.run.device)
-    seeds = params.episode_seeds * len(params.targets)
-    targets = np.repeat(params.targets, params.episodes)
     metrics = {"env_id": params.env_id, "episodes": params.episodes, "seed": params.seed}
     rows, done = [], {}
     for name in CHECKPOINTS:
@@ -74,31 +107,16 @@ def evaluate_checkpoints(
         ref_min, ref_max, ref_source = reference_scores(ckpt.ref_scores, dataset)
         metrics.update(ref_min_score=ref_min, ref_max_score=ref_max, ref_scores_source=ref_source)
         policy.amp_dtype = autocast_dtype(device, params.amp)
-        check_time_limit(policy, params, Path(checkpoint_dir) / f"{name}.pt")
+        check_time_limit(policy, params, path)
         step = int(ckpt.step)
-        metrics.update(context_len=policy.model.cfg.context_len, train_seed=ckpt.train_seed)
-        metrics[f"{name}.step"] = step
+        metrics.update(
+            {"context_len": policy.model.cfg.context_len, "train_seed": ckpt.train_seed, f"{name}.step": step}
+        )
         if step not in done:  # best.pt saved at the last step holds the same weights as last.pt
-            done[step] = run_episodes(policy, params.env_id, seeds, targets, params.max_steps, progress)
-        results = done[step]
-        for target in params.targets:
-            chosen = results.targets == target
-            summary = score_summary(
-                results.returns[chosen],
-                results.lengths[chosen],
-                params.env_id,
-                params.bootstrap_resamples,
-                params.seed,
-                (ref_min, ref_max),
-            )
-            metrics.update({metric_key(name, target, k): v for k, v in summary.items()})
-        scores = normalized_score(results.returns, params.env_id, (ref_min, ref_max))
-        for i in range(len(seeds)):
-            row = (name, md5, step, results.targets[i], i % params.episodes, results.seeds[i], results.returns[i])
-            rows.append((*row, results.lengths[i], scores[i]))
-    with atomic_output(episodes_path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(EPISODE_FIELDS)
-        writer.writerows(rows)
+            done[step] = play(policy, params, (ref_min, ref_max), progress)
+        results, summaries = done[step]
+        metrics.update({metric_key(name, t, k): v for t, s in summaries.items() for k, v in s.items()})
+        rows += episode_rows(name, md5, step, results, params, (ref_min, ref_max))
+    write_episodes(episodes_path, rows)
     write_json(metrics_path, metrics)
     return metrics

@@ -39,6 +39,7 @@ class ReportPaths:
     train_logs: Path  # <dataset>/<run>.tsv: the train stages' logs
     repair_reports: Path  # <dataset>.json: the repair stages' reports (the data's episode returns)
     source_reports: Path  # <dataset>.json: the source stages' metrics (the data's SHA-256 and provenance)
+    hub_reports: Path  # <dataset>.json: the hub stages' metrics (Hugging Face models scored on the dataset)
     markdown: Path
     metrics: Path
     return_csv: Path
@@ -230,12 +231,28 @@ def section(study: StudyParams, params: EvalParams, found: dict, name: str) -> d
             for k in study.context_lens
             for r in [pick[(k, c, t0)]]
         ],
+        "hub": hub_rows(dataset["hub"], params.targets),
         "per_seed": [
             [p["context_len"], p["seed"], p["last_step"], f"{p['last_score']:.1f}", p["best_step"]]
             + [f"{p['best_score']:.1f}"]
             for p in found["per_seed"]
         ],
     }
+
+
+def hub_rows(hub: dict, targets: list[float]) -> list[list]:
+    """The Hugging Face models' rows (the hub stage's metrics): one per folder and target, as the study's."""
+    rows = []
+    for folder in hub.get("models", []):
+        for t in targets:
+            m = {k: hub[metric_key(folder, t, k)] for k in ("return_mean", "return_std", "length_mean")}
+            r = {
+                k: hub[metric_key(folder, t, k)]
+                for k in (KEY, "normalized_score_ci95_low", "normalized_score_ci95_high")
+            }
+            row = [literal(folder), hub["context_len"], f"{t:g}", f"{m['return_mean']:.0f} ± {m['return_std']:.0f}"]
+            rows.append(row + [f"{r[KEY]:.1f}", _ci(r), f"{m['length_mean']:.0f}"])
+    return rows
 
 
 def _findings(study: StudyParams, params: EvalParams, found: dict, same: dict[int, bool], data_scores) -> list[str]:
@@ -339,6 +356,8 @@ def dataset_report(study: StudyParams, params: EvalParams, paths: ReportPaths, n
     source = paths.source_reports / f"{name}.json"
     data["source"] = json.loads(source.read_text()) if source.exists() else {}
     data["refs"] = references(study, paths.evals, name)
+    hub = paths.hub_reports / f"{name}.json"
+    data["hub"] = json.loads(hub.read_text()) if hub.exists() else {}
     plots_dir = paths.plots_dir / name
     score_label = label(data["refs"][2])
     plots.return_conditioning(table, plots_dir / "return_conditioning.png", data)
@@ -364,6 +383,8 @@ def write_report(study: StudyParams, params_of: dict[str, EvalParams], paths: Re
         sections.append(section(study, params, found, name))
         metrics.update(flat_metrics(name, table, per_seed))
         metrics[f"{name}.references"] = found["data"]["refs"][2]  # what every score of the dataset is normalised with
+        hub = found["data"]["hub"]
+        metrics.update({f"{name}.hub.{k}": v for k, v in hub.items() if k.startswith(tuple(hub.get("models", [])))})
         pick, k0, t0 = by_key(table), study.context_lens[0], params.targets[0]
         return_rows += [
             [name, t, pick[(k0, "last", t)]["return_mean"], pick[(k0, "best", t)]["return_mean"]]

@@ -29,6 +29,13 @@ def returns_to_go(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return tail[:-1] - tail[end_of_row + 1]
 
 
+def state_statistics(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and std states are normalised with: the data's own, the std 1e-6 above zero, as in the DT paper's
+    code (and transformers' DT training example)."""
+    obs = np.asarray(observations, dtype=np.float64)
+    return obs.mean(axis=0), obs.std(axis=0) + 1e-6
+
+
 @dataclass
 class Trajectories:
     states: torch.Tensor  # (N, state_dim) float32, normalised
@@ -49,7 +56,7 @@ class Trajectories:
         starts = np.concatenate(([0], ends[:-1] + 1))
         lengths = ends - starts + 1
         obs = a["observations"].astype(np.float64)
-        mean, std = obs.mean(axis=0), obs.std(axis=0) + 1e-6
+        mean, std = state_statistics(obs)
         row_episode = np.repeat(np.arange(len(ends)), lengths)
         if lengths.max(initial=0) > max_timestep:
             raise DtreproError(
