@@ -109,14 +109,11 @@ def play_theirs(model, env_id, seed, target, stats, hf, max_steps) -> tuple[floa
     while True:
         n = min(len(states), k)
         pad = k - n
-
-        def window(x, width):
-            return torch.cat([torch.zeros(pad, *x.shape[1:]), x[-n:]])[None] if width else x
-
-        acts = torch.cat([actions, torch.zeros(1, 3)])
+        acts = torch.cat([actions, torch.zeros(1, 3)])  # the action of this step not known yet: zeros, as theirs
+        last = [torch.cat([torch.zeros(pad, *x.shape[1:]), x[-n:]])[None] for x in (states, acts, rtg)]
         stepped = torch.cat([torch.zeros(pad, dtype=torch.long), torch.arange(t - n + 1, t + 1)])[None]
         mask = torch.cat([torch.zeros(pad), torch.ones(n)])[None].bool()
-        x = (window(states, 1), window(acts, 1), window(rtg[:, None], 1)[..., 0], stepped, mask)
+        x = (*last, stepped, mask)
         action = theirs(model, *x)[0, -1]
         obs, reward, terminated, truncated, _ = env.step(action.numpy())
         total, t = total + reward, t + 1
@@ -188,3 +185,27 @@ def test_a_trained_smoke_model_exported_loads_in_transformers_and_back(copy_done
     cfg, weights = read_hub_folder(tmp_path / "hf", context_len=5)
     assert cfg == ModelConfig(**ckpt.config)
     assert all(torch.equal(weights[k], ckpt.model[k]) for k in ckpt.model)
+
+
+@pytest.mark.slow
+def test_a_hub_folder_named_in_hf_models_gets_its_table_in_the_report_and_retrains_nothing(copy_done):
+    """`dtrepro run smoke -S hf.models=[hub/tiny]`: only the hub stage, the report and the page run; the report's
+    table and ablations.json hold the hub stage's numbers, the mean of its episode rows."""
+    from helpers import COLLECTED, run, stages_ran
+
+    hub_model().save_pretrained(copy_done / "hub" / "tiny")
+    for cmd in (["git", "add", "hub"], ["git", "commit", "-qm", "a Hub model"]):
+        assert run(cmd, copy_done).returncode == 0
+    sets = ["-S", "hf.models=[hub/tiny]", "-S", f"hf.context_len={K}"]
+    proc = run([sys.executable, "-m", "dtrepro.pipeline.cli", "run", "smoke", *sets], copy_done, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stages_ran(proc.stdout) == {"study", f"hub@{COLLECTED}", "report", "page"}
+    with open(copy_done / "reports" / "hub" / f"{COLLECTED}.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["target"] == "3600.0"]
+    assert len(rows) == 3 and {r["checkpoint"] for r in rows} == {"hub/tiny"}
+    mean = np.mean([float(r["normalized_score"]) for r in rows])
+    metrics = json.loads((copy_done / "results" / "ablations.json").read_text())
+    assert metrics[f"{COLLECTED}.hub.hub/tiny.target_3600.normalized_score_mean"] == pytest.approx(mean)
+    table = (copy_done / "results" / "ablations.md").read_text().split("### Hugging Face checkpoints")[1]
+    assert f"| `hub/tiny` | {K} | 3600 |" in table and f"| {mean:.1f} |" in table
+    assert "hub/tiny" in (copy_done / "results" / "index.html").read_text()

@@ -45,9 +45,8 @@ def up_to_date(repo) -> bool:
 def test_the_named_smoke_run_is_a_dvc_experiment_of_the_whole_pipeline_offline(smoke_done):
     repo, out = smoke_done.repo, smoke_done.output
     runs = RUNS
-    assert stages_ran(out) == {"study", f"source@{D}", f"repair@{D}", f"render@{D}", "report", "suite", "page"} | {
-        f"{st}@{r}" for st in ("train", "evaluate") for r in runs
-    }
+    made = {"study", f"source@{D}", f"repair@{D}", f"render@{D}", f"hub@{D}", "report", "suite", "page"}
+    assert stages_ran(out) == made | {f"{st}@{r}" for st in ("train", "evaluate") for r in runs}
     videos = json.loads((repo / f"results/videos/{D}/videos.json").read_text())["videos"]  # the K=5, seed 0 model's
     with open(repo / f"reports/eval/{D}/k5-seed0.csv") as f:
         first = {
@@ -129,6 +128,7 @@ def test_an_eval_change_reruns_only_evaluation_and_metrics_diff_shows_it(copy_do
     assert stages_ran(changed.stdout) == {f"evaluate@{r}" for r in RUNS} | {
         "study",
         f"render@{D}",
+        f"hub@{D}",  # it scores Hugging Face models under the eval params (none here)
         "report",
         "suite",
         "page",
