@@ -179,8 +179,9 @@ def test_a_damaged_image_is_seen_as_not_loaded(tmp_path):
     assert images == [["data:image/png;base64", 0]]
 
 
-def test_the_episode_videos_play_offline(tmp_path):
-    """The render stage's videos, embedded: each loads, is captioned with its episode's record, and advances."""
+@pytest.fixture
+def video_page(tmp_path) -> Path:
+    """A results page with one rendered episode: a looping three-frame WebP, captioned from its videos.json."""
     import json
 
     from PIL import Image
@@ -196,14 +197,22 @@ def test_the_episode_videos_play_offline(tmp_path):
     report, suite = tmp_path / "ablations.md", tmp_path / "suite.md"
     sections = [("Ablations", report, tmp_path / "plots"), ("Suite", suite, tmp_path / "suite-plots")]
     write_page(tmp_path / "index.html", sections, videos=tmp_path / "videos")
+    return tmp_path / "index.html"
+
+
+CAPTION = "target 3600: return 3312, score 102.4, 1000 steps (reset seed 1000)"
+
+
+def test_the_episode_videos_play_offline(video_page):
+    """The render stage's videos, embedded: each loads, is captioned with its episode's record, and advances."""
     if CHROMIUM is None:
-        open_offline(tmp_path / "index.html")  # skips, or fails where a browser is required
+        open_offline(video_page)  # skips, or fails where a browser is required
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_context(offline=True).new_page()
-        page.goto((tmp_path / "index.html").resolve().as_uri(), wait_until="load")
+        page.goto(video_page.resolve().as_uri(), wait_until="load")
         video = page.locator("figure.video img")
         seen = {video.screenshot()}
         for _ in range(6):
@@ -213,4 +222,37 @@ def test_the_episode_videos_play_offline(tmp_path):
         assert video.evaluate("el => el.naturalWidth") == 320
         browser.close()
     assert len(seen) > 1  # the frames advance
-    assert "target 3600: return 3312, score 102.4, 1000 steps (reset seed 1000)" in text and "Episodes" in text
+    assert CAPTION in text and "Episodes" in text
+
+
+def test_the_episode_videos_play_offline_in_firefox(video_page):
+    """The same page in Firefox (Debian's ESR, over WebDriver BiDi): the animated WebP decodes, advances, and the
+    page asks the network for nothing."""
+    binary = shutil.which("firefox-esr") or shutil.which("firefox")
+    if binary is None:
+        if os.environ.get("DTREPRO_REQUIRE_BROWSER"):
+            pytest.fail("DTREPRO_REQUIRE_BROWSER is set but Debian's firefox-esr is not installed")
+        pytest.skip("Debian's firefox-esr is not installed (.ci/run installs it)")
+    import json
+    import time
+
+    from support.firefox import firefox
+
+    with firefox(binary) as call:
+        context = call("browsingContext.getTree")["contexts"][0]["context"]
+        call("browsingContext.navigate", context=context, url=video_page.resolve().as_uri(), wait="complete")
+
+        def js(expression: str):
+            return call("script.evaluate", expression=expression, target={"context": context}, awaitPromise=True)
+
+        look = "const v = document.querySelector('figure.video img'); v.scrollIntoView(); "
+        look += "JSON.stringify([v.naturalWidth, v.getBoundingClientRect(), document.body.innerText, "
+        look += "performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))])"
+        width, box, text, asked = json.loads(js(look)["result"]["value"])
+        clip = {"type": "box", **{k: box[k] for k in ("x", "y", "width", "height")}}
+        seen = set()
+        for _ in range(8):
+            seen.add(call("browsingContext.captureScreenshot", context=context, clip=clip)["data"])
+            time.sleep(0.12)
+    assert width == 320 and len(seen) > 1 and asked == []  # loads, advances, nothing fetched
+    assert CAPTION in text
