@@ -430,9 +430,8 @@ class HubParams(Params):
 
     @model_validator(mode="after")
     def _stats_together(self):
-        if (self.state_mean is None) != (self.state_std is None) or len(self.state_mean or ()) != len(
-            self.state_std or ()
-        ):
+        pair = (self.state_mean, self.state_std)
+        if pair != (None, None) and (None in pair or len(pair[0]) != len(pair[1])):
             raise ValueError("state_mean and state_std go together: both null, or both lists of one length")
         if min(self.state_std or [1]) <= 0:
             raise ValueError("every state_std must be positive")

@@ -60,14 +60,14 @@ def evaluate_hub_folders(
         own = hf.state_mean is None
         stats = state_statistics(data.arrays["observations"]) if own else (hf.state_mean, hf.state_std)
         metrics["state_statistics"] = f"{data_path.as_posix()}'s own" if own else "hf.state_mean, hf.state_std"
-    for folder in folders:
-        policy, md5 = hub_policy(Path(folder), hf, stats, device)
-        policy.amp_dtype = autocast_dtype(device, params.amp)
-        check_time_limit(policy, params, folder)
-        results, summaries = play(policy, params, refs[:2])
-        metrics.update({metric_key(folder, t, k): v for t, s in summaries.items() for k, v in s.items()})
-        metrics[f"{folder}.md5"] = md5
-        rows += episode_rows(folder, md5, 0, results, params, refs[:2])
+        for folder in folders:
+            policy, md5 = hub_policy(Path(folder), hf, stats, device)
+            policy.amp_dtype = autocast_dtype(device, params.amp)
+            check_time_limit(policy, params, folder)
+            results, summaries = play(policy, params, refs[:2])
+            metrics.update({metric_key(folder, t, k): v for t, s in summaries.items() for k, v in s.items()})
+            metrics[f"{folder}.md5"] = md5
+            rows += episode_rows(folder, md5, 0, results, params, refs[:2])
     write_episodes(episodes_path, rows)
     write_json(metrics_path, metrics)
     return metrics

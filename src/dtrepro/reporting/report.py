@@ -245,14 +245,22 @@ def hub_rows(hub: dict, targets: list[float]) -> list[list]:
     rows = []
     for folder in hub.get("models", []):
         for t in targets:
-            m = {k: hub[metric_key(folder, t, k)] for k in ("return_mean", "return_std", "length_mean")}
-            r = {
-                k: hub[metric_key(folder, t, k)]
-                for k in (KEY, "normalized_score_ci95_low", "normalized_score_ci95_high")
-            }
-            row = [literal(folder), hub["context_len"], f"{t:g}", f"{m['return_mean']:.0f} ± {m['return_std']:.0f}"]
-            rows.append(row + [f"{r[KEY]:.1f}", _ci(r), f"{m['length_mean']:.0f}"])
+            r = {k: hub[metric_key(folder, t, k)] for k in SUMMARY_FIELDS}
+            rows.append(
+                [literal(folder), hub["context_len"], f"{t:g}", f"{r['return_mean']:.0f} ± {r['return_std']:.0f}"]
+                + [f"{r[KEY]:.1f}", _ci(r), f"{r['length_mean']:.0f}"]
+            )
     return rows
+
+
+SUMMARY_FIELDS = (
+    "return_mean",
+    "return_std",
+    KEY,
+    "normalized_score_ci95_low",
+    "normalized_score_ci95_high",
+    "length_mean",
+)
 
 
 def _findings(study: StudyParams, params: EvalParams, found: dict, same: dict[int, bool], data_scores) -> list[str]:
