@@ -5,14 +5,15 @@ The train stage's own loop (`train`, ms/step from its log's throughput) for a pr
 - `project`: what the stages use (`dtrepro.runtime.threads`: a thread per usable CPU, chosen once, and a
   short spin of 1,000 before a waiting worker sleeps);
 - `torch`: torch's own defaults (a thread per core, GNU OpenMP's spin of 300,000);
-- and, with `--all`, one thread, and two threads with `OMP_WAIT_POLICY=PASSIVE`.
+- and, with `--all`, one thread, and two threads with `OMP_WAIT_POLICY=PASSIVE`; with `--spins 3000,10000`,
+  a thread per usable CPU with each of those spin counts.
 Each runs alone, beside a busy one-thread torch matmul loop, beside a plain Python busy loop, and
 beside a second training with the same settings (as `dvc queue start -j 2` or two Slurm tasks on one
 node run them); the benchmark starts and stops those processes itself.
 Targets on a 2-core machine: beside one busy process, the project's step takes at most 2x its time
 alone; alone, it is at most 1.2x torch's defaults.
 
-    python bench/threads.py [--presets demo,paper,smoke] [--all]
+    python bench/threads.py [--presets demo,paper,smoke] [--all] [--rounds 5] [--steps 150] [--spins 3000]
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def settings(name: str) -> dict[str, str]:
     ours = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
     base = {k: v for k, v in os.environ.items() if k not in ours}
     cpus = str(usable_cpus())
-    if name.startswith("spin="):  # an exploration: two threads with that spin count
+    if name.startswith("spin="):  # an exploration: a thread per usable CPU with that spin count
         return {**base, "OMP_NUM_THREADS": cpus, "GOMP_SPINCOUNT": name[5:], "TQDM_DISABLE": "1"}
     chosen = {
         "project": thread_settings(),
@@ -124,6 +125,8 @@ def main() -> None:
     parser.add_argument("--presets", default="demo", help="comma-separated named runs (demo, paper, smoke)")
     parser.add_argument("--all", action="store_true", help="also one thread and the PASSIVE wait policy")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the measurements alone")
+    parser.add_argument("--steps", type=int, help="training steps per measurement (default: 60 demo, 30 paper)")
+    parser.add_argument("--spins", default="", help="comma-separated GNU OpenMP spin counts to measure besides")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -131,6 +134,9 @@ def main() -> None:
         child(preset, int(steps), Path(data), Path(out))
         return
     configs = ["project", "torch"] + (["1 thread", "passive"] if args.all else [])
+    configs += [f"spin={n}" for n in args.spins.split(",") if n]
+    if args.steps:
+        STEPS.update(dict.fromkeys(STEPS, args.steps))
     print(f"usable CPUs here: {usable_cpus()}; the project's settings: {thread_settings()}")
     with tempfile.TemporaryDirectory() as tmp:
         data, _ = clean_hopper_file(Path(tmp), ROWS)
