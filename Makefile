@@ -38,8 +38,8 @@ $(BIN)/dtrepro-installed: requirements.lock requirements-dev.lock pyproject.toml
 test: install
 	$(BIN)/python -m pytest
 
-test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: install  # one worker per core (pytest-xdist), at most 4: each loads torch
+	$(BIN)/python -m pytest -m "not slow" -n auto --maxprocesses 4
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
