@@ -79,6 +79,15 @@ def test_the_development_page_names_every_top_level_module():
     assert [m for m in modules if f"`{m}`" not in page] == []
 
 
+def test_the_extending_page_s_new_env_is_an_env_family_as_the_registry_defines_it():
+    from dtrepro.registry.datasets import FAMILIES, EnvFamily
+
+    line = re.search(r'^"ant": (EnvFamily\(.*\)),$', (ROOT / "docs" / "extending.md").read_text(), re.M).group(1)
+    ant = eval(line, {"EnvFamily": EnvFamily})  # the page's own example, built with the registry's class
+    assert ant.gym_name == "Ant" and ant.ref_scores == (-325.6, 3879.7)
+    assert [type(getattr(ant, k)) for k in vars(ant)] == [type(getattr(FAMILIES["hopper"], k)) for k in vars(ant)]
+
+
 def test_every_figure_the_pages_show_is_a_png_here_and_every_named_run_states_its_time():
     """The README leads with a figure: it (and any other page's) must be a committed PNG; each named run says how
     long it takes on a CPU and a GPU, and whether that was measured or is expected."""

@@ -35,7 +35,6 @@ class EnvFamily:
     dt: float  # seconds per env step: frame_skip x the model's timestep
     continuity_tolerance: float  # largest position jump within an episode beyond what the velocities explain
     alive_bonus: float  # the reward the env pays every step it is alive (ARS trains on rewards less this)
-    terminates: bool  # whether an episode can end before the time limit
     ref_scores: tuple[float, float]  # D4RL's random and expert returns (d4rl/infos.py)
 
 
@@ -44,12 +43,12 @@ class EnvFamily:
 # 0.0026 (Hopper), 0.034 (Walker2d) and 0.47 (HalfCheetah, whose 0.05 s steps integrate more); between
 # episodes the smallest was 0.14, 0.76 and 2.5.
 FAMILIES = {
-    "hopper": EnvFamily("Hopper", (3600.0, 1800.0, 400.0), 1.25, 0.005, 0.008, 0.005, 1.0, True, (-20.272305, 3234.3)),
-    "walker2d": EnvFamily("Walker2d", (5000.0, 2500.0, 556.0), 1.25, 0.005, 0.008, 0.1, 1.0, True, (1.629008, 4592.3)),
+    "hopper": EnvFamily("Hopper", (3600.0, 1800.0, 400.0), 1.25, 0.005, 0.008, 0.005, 1.0, (-20.272305, 3234.3)),
+    "walker2d": EnvFamily("Walker2d", (5000.0, 2500.0, 556.0), 1.25, 0.005, 0.008, 0.1, 1.0, (1.629008, 4592.3)),
     # HalfCheetah never terminates and pays no alive bonus; its torso starts at height 0, its positions within
     # 0.1 of zero and its velocities normal with std 0.1: 0.5 holds every coordinate of a reset (5 std)
     "halfcheetah": EnvFamily(
-        "HalfCheetah", (12000.0, 6000.0, 1333.0), 0.0, 0.5, 0.05, 1.0, 0.0, False, (-280.178953, 12135.0)
+        "HalfCheetah", (12000.0, 6000.0, 1333.0), 0.0, 0.5, 0.05, 1.0, 0.0, (-280.178953, 12135.0)
     ),
 }
 ENV_VERSIONS = ("v4", "v5")
