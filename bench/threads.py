@@ -79,9 +79,9 @@ def child(preset: str, steps: int, data: Path, out: Path) -> None:
     print(f"MS_PER_STEP {1e3 * params.batch_size / rates[len(rates) // 2]:.3f}")
 
 
-def start_training(preset: str, config: str, data: Path, tmp: Path, tag: str) -> subprocess.Popen:
+def start_training(preset: str, steps: int, config: str, data: Path, tmp: Path, tag: str) -> subprocess.Popen:
     out = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=tmp))
-    cmd = [sys.executable, __file__, "--child", preset, str(STEPS[preset]), str(data), str(out)]
+    cmd = [sys.executable, __file__, "--child", preset, str(steps), str(data), str(out)]
     return subprocess.Popen(cmd, env=settings(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -99,7 +99,7 @@ def result(proc: subprocess.Popen, started: float) -> float:
     return float(lines[-1].split()[1])
 
 
-def measure(preset: str, config: str, load: str, data: Path, tmp: Path) -> float:
+def measure(preset: str, steps: int, config: str, load: str, data: Path, tmp: Path) -> float:
     """ms/step of one training with `config` beside `load` (for a second training: the mean of the two)."""
     background = None
     if LOADS[load] not in (None, "second"):
@@ -109,9 +109,9 @@ def measure(preset: str, config: str, load: str, data: Path, tmp: Path) -> float
         time.sleep(1.0)
     try:
         started = time.monotonic()
-        runs = [start_training(preset, config, data, tmp, "a")]
+        runs = [start_training(preset, steps, config, data, tmp, "a")]
         if LOADS[load] == "second":
-            runs.append(start_training(preset, config, data, tmp, "b"))
+            runs.append(start_training(preset, steps, config, data, tmp, "b"))
         times = [result(p, started) for p in runs]
     finally:
         if background is not None:
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--presets", default="demo", help="comma-separated named runs (demo, paper, smoke)")
     parser.add_argument("--all", action="store_true", help="also one thread and the PASSIVE wait policy")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the measurements alone")
-    parser.add_argument("--steps", type=int, help="training steps per measurement (default: 60 demo, 30 paper)")
+    parser.add_argument("--steps", type=int, help=f"training steps per measurement (default: {STEPS})")
     parser.add_argument("--spins", default="", help="comma-separated GNU OpenMP spin counts to measure besides")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -135,20 +135,22 @@ def main() -> None:
         return
     configs = ["project", "torch"] + (["1 thread", "passive"] if args.all else [])
     configs += [f"spin={n}" for n in args.spins.split(",") if n]
-    if args.steps:
-        STEPS.update(dict.fromkeys(STEPS, args.steps))
     print(f"usable CPUs here: {usable_cpus()}; the project's settings: {thread_settings()}")
     with tempfile.TemporaryDirectory() as tmp:
         data, _ = clean_hopper_file(Path(tmp), ROWS)
         for preset in args.presets.split(","):
+            steps = args.steps or STEPS[preset]
             # alone, the settings alternate over several rounds (this machine's speed drifts): the medians
             alone = {c: [] for c in configs}
             for _ in range(args.rounds):
                 for c in configs:
-                    alone[c].append(measure(preset, c, "alone", data, Path(tmp)))
+                    alone[c].append(measure(preset, steps, c, "alone", data, Path(tmp)))
             table = {(c, "alone"): statistics.median(alone[c]) for c in configs}
             table |= {
-                (c, load): measure(preset, c, load, data, Path(tmp)) for load in LOADS if LOADS[load] for c in configs
+                (c, load): measure(preset, steps, c, load, data, Path(tmp))
+                for load in LOADS
+                if LOADS[load]
+                for c in configs
             }
             print(
                 f"\n{preset} preset, ms/step of the train stage's loop (K={K}; alone: the median of {args.rounds} "
