@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dtrepro.pipeline.closure import as_deps, closure
+from dtrepro.pipeline.closure import DATA_SUFFIXES, closure
 
 from helpers import ROOT, run
 
@@ -24,6 +24,19 @@ def scripts(stage: dict) -> list[Path]:
 def code_deps(stage: dict) -> set[str]:
     """The stage's deps that are project code (Python files and package folders)."""
     return {d for d in stage["deps"] if d.startswith(("src/", "stages/"))}
+
+
+def as_deps(files: set[Path], root: Path = ROOT) -> set[str]:
+    """Files as dvc.yaml deps: a package folder stands for all its files when every one is imported;
+    empty __init__.py files (which change nothing) are left out."""
+    files = {f for f in files if not (f.name == "__init__.py" and not (root / f).read_text().strip())}
+    deps = {str(f) for f in files}
+    for folder in {f.parent for f in files if f.parent != Path("src/dtrepro") and f.parts[0] == "src"}:
+        members = {p.relative_to(root) for p in (root / folder).iterdir() if p.suffix in (".py", *DATA_SUFFIXES)}
+        members = {f for f in members if not (f.name == "__init__.py" and not (root / f).read_text().strip())}
+        if members and members <= files:
+            deps = {d for d in deps if Path(d).parent != folder} | {str(folder)}
+    return deps
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

@@ -14,7 +14,7 @@ TOP_LEVEL = 6  # modules at the top of src/dtrepro (the rest lives in packages b
 LIBRARY = ROOT / "src" / "dtrepro"
 # src/dtrepro's lines today (7,661 before the hub stage's scoring of Hugging Face models); the aim is 5,500 (a
 # researcher reads the science in an afternoon): lower it as code goes
-LINES = 7_850
+LINES = 7_820
 
 
 def test_the_top_level_is_small_and_no_module_name_is_used_twice():

@@ -12,7 +12,6 @@ import ast
 import hashlib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]  # this package's repository: where dvc.yaml's deps are relative to
 DATA_SUFFIXES = (".tsv", ".j2")  # the package's data files (tables, templates), read by the module that names them
 PLUMBING = ("dtrepro.runtime", "dtrepro.pipeline")  # packages no stage's outputs depend on
 
@@ -66,19 +65,6 @@ def closure(script: Path) -> set[Path]:
         if path.suffix == ".py":
             todo.extend(_imports(path, root / "src") - seen)
     return {p.relative_to(root) for p in seen}
-
-
-def as_deps(files: set[Path], root: Path = ROOT) -> set[str]:
-    """Files as dvc.yaml deps: a package folder stands for all its files when every one is imported;
-    empty __init__.py files (which change nothing) are left out."""
-    files = {f for f in files if not (f.name == "__init__.py" and not (root / f).read_text().strip())}
-    deps = {str(f) for f in files}
-    for folder in {f.parent for f in files if f.parent != Path("src/dtrepro") and f.parts[0] == "src"}:
-        members = {p.relative_to(root) for p in (root / folder).iterdir() if p.suffix in (".py", *DATA_SUFFIXES)}
-        members = {f for f in members if not (f.name == "__init__.py" and not (root / f).read_text().strip())}
-        if members and members <= files:
-            deps = {d for d in deps if Path(d).parent != folder} | {str(folder)}
-    return deps
 
 
 def code_sha256(script: Path) -> str:
